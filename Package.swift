@@ -1,0 +1,70 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "bcpipe",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "bcpipe", targets: ["bcpipe"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries, each used by exactly one Swift module.
+        .systemLibrary(
+            name: "CLibPQ", pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+
+        // PostgreSQL client over libpq: connections as actors on their own threads.
+        .target(
+            name: "PostgresClient",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]),
+        // zstd buffers and streams.
+        .target(name: "ZstdCompression", dependencies: ["CZstd"]),
+        // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
+        .target(name: "EventModel"),
+        // The topology file of CONTRACT 3.
+        .target(name: "Topology", dependencies: ["Yams"]),
+        // SQL/ migrations embedded at build time, and the migrator.
+        .target(
+            name: "Schema",
+            dependencies: ["PostgresClient", "Topology", .product(name: "Logging", package: "swift-log")],
+            plugins: ["EmbedSQL"]),
+        // The local two-site lab: PostgreSQL servers, WAN link simulator, topology files.
+        .target(
+            name: "Lab",
+            dependencies: [
+                "PostgresClient", "Topology", "Schema", .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The command line: parses arguments and wires the modules above.
+        .executableTarget(
+            name: "bcpipe",
+            dependencies: [
+                "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // Benchmarks: run with scripts/bench (release build); prints figures beside baselines.
+        .executableTarget(
+            name: "bcpipe-bench",
+            dependencies: ["PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema"]),
+
+        // Build-time tool and plugin that embed SQL/ into the Schema module.
+        .executableTarget(name: "EmbedSQLTool"),
+        .plugin(name: "EmbedSQL", capability: .buildTool(), dependencies: ["EmbedSQLTool"]),
+
+        .testTarget(
+            name: "UnitTests",
+            dependencies: ["EventModel", "Topology", "ZstdCompression", "Schema", "Lab"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,288 @@
+import Foundation
+import Logging
+import Schema
+import Topology
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The local two-site lab: one PostgreSQL server per site, the WAN link simulator, migrated
+/// IDBs and marts, and the topology files (`bcpipe.yaml` direct, `SITE.yaml` through the WAN).
+///
+/// Every operation is idempotent and safe to repeat after an interruption.
+public struct LocalLab: Sendable {
+    /// Options of `lab up`.
+    public struct Options: Sendable {
+        public var mode: Topology.Mode = .activeStandby
+        public var stuckThreshold: Int = 28_800
+        public var lateData: Topology.LateDataPolicy = .discard
+        public var basePort: Int = 25_400
+        public init() {}
+    }
+
+    public let directory: String
+    /// The `bcpipe` executable, for the processes the lab starts (the WAN simulator).
+    public let executable: String
+    public let logger: Logger
+
+    public init(directory: String, executable: String, logger: Logger) {
+        self.directory = URL(fileURLWithPath: directory).standardizedFileURL.path
+        self.executable = executable
+        self.logger = logger
+    }
+
+    var wanConfigPath: String { directory + "/wan.json" }
+    var wanAckPath: String { directory + "/wan.ack" }
+    var wanPIDPath: String { directory + "/wan.pid" }
+    func siteDirectory(_ name: String) -> String { directory + "/sites/" + name }
+    func server(_ state: LabState, _ site: LabState.Site) -> PostgresServer {
+        PostgresServer(directory: siteDirectory(site.name), port: state.postgresPort(site))
+    }
+
+    /// The direct topology file, for observers outside both sites.
+    public var topologyPath: String { directory + "/bcpipe.yaml" }
+    /// The topology file of one site's processes and operators.
+    public func topologyPath(site: String) -> String { directory + "/\(site).yaml" }
+
+    // MARK: up / down
+
+    /// Starts (or completes) the lab and returns when every part is ready.
+    @discardableResult
+    public func up(_ options: Options) async throws -> LabState {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        var state: LabState
+        if let existing = try LabState.load(directory: directory) {
+            guard existing.mode == options.mode, existing.basePort == options.basePort else {
+                throw LabError(
+                    "a lab already exists in \(directory) with mode \(existing.mode.rawValue) and base port \(existing.basePort); run `bcpipe lab down --dir \(directory)` first to start one with other options")
+            }
+            state = existing
+            state.stuckThreshold = options.stuckThreshold
+            state.lateData = options.lateData
+        } else {
+            guard options.basePort >= 1024, options.basePort + 100 < 32_768 else {
+                throw LabError("--base-port must be between 1024 and 32667, so the lab's ports stay below Linux's ephemeral range")
+            }
+            state = LabState(
+                basePort: options.basePort, mode: options.mode, stuckThreshold: options.stuckThreshold,
+                lateData: options.lateData,
+                sites: [.init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true)])
+            try checkPortsFree(state, except: [])
+        }
+        try state.save(directory: directory)
+        try writeTopologies(state)
+        for site in state.sites { try await startSite(state, site) }
+        try startWAN(state)
+        return state
+    }
+
+    /// Stops every process the lab started and waits until none is left. The data stays unless `remove`.
+    public func down(remove: Bool = false) throws {
+        if let pid = readPID(wanPIDPath) { Processes.stop(pid, grace: 5) }
+        try? FileManager.default.removeItem(atPath: wanPIDPath)
+        if let state = try? LabState.load(directory: directory) {
+            for site in state.sites {
+                stopSiteProcesses(site.name)
+                try? server(state, site).stop()
+            }
+        }
+        // Anything still running from this directory (a process whose pid file was lost).
+        for attempt in 0..<50 {
+            let left = Processes.processes(under: directory)
+            if left.isEmpty { break }
+            for pid in left { kill(pid, attempt < 10 ? SIGTERM : SIGKILL) }
+            usleep(100_000)
+        }
+        let left = Processes.processes(under: directory)
+        guard left.isEmpty else {
+            throw LabError("processes \(left.map(String.init).joined(separator: ", ")) of the lab in \(directory) would not stop")
+        }
+        if remove { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    // MARK: sites
+
+    func startSite(_ state: LabState, _ site: LabState.Site) async throws {
+        let server = server(state, site)
+        if !server.isInitialized {
+            logger.info("initialising PostgreSQL", metadata: ["site": "\(site.name)", "port": "\(state.postgresPort(site))"])
+            try server.initialize()
+        }
+        try server.start()
+        let topology = state.topology(directory: directory, viewpoint: nil)
+        guard let topoSite = topology.site(named: site.name) else { return }
+        _ = try await Migrator(logger: logger).migrateSite(topoSite, topology: topology)
+    }
+
+    /// SIGKILLs every process of a site and stops its PostgreSQL server immediately (a site disaster).
+    public func failSite(_ name: String) throws {
+        let state = try requireState()
+        guard let site = state.site(name) else { throw unknownSite(name, state) }
+        stopSiteProcesses(name, signal: SIGKILL)
+        try server(state, site).stop(immediate: true)
+    }
+
+    /// Provisions an empty replacement site (its own server and ports), or rebuilds a failed site
+    /// of the same name with an empty server.
+    @discardableResult
+    public func addSite(_ name: String) async throws -> LabState {
+        var state = try requireState()
+        guard name.range(of: "^[a-z][a-z0-9_-]{0,30}$", options: .regularExpression) != nil else {
+            throw LabError("site name \"\(name)\" must be lower-case letters, digits, _ or -, starting with a letter")
+        }
+        if let existing = state.site(name) {
+            let server = server(state, existing)
+            guard !server.isRunning else {
+                throw LabError("site \(name) is running; only a failed site (bcpipe lab fail-site \(name)) can be rebuilt")
+            }
+            try? FileManager.default.removeItem(atPath: server.dataDirectory)
+            try await startSite(state, existing)
+        } else {
+            let used = Set(state.sites.map(\.index))
+            guard let index = (1...LabState.maxSites).first(where: { !used.contains($0) }) else {
+                throw LabError("the lab has room for \(LabState.maxSites) sites; remove one with lab down first")
+            }
+            let site = LabState.Site(name: name, index: index, hasSources: false)
+            var next = state
+            next.sites.append(site)
+            try checkPortsFree(next, except: Set(state.ports.map(\.0)))
+            state = next
+            try state.save(directory: directory)
+            try writeTopologies(state)
+            try await startSite(state, site)
+        }
+        try startWAN(state)
+        return state
+    }
+
+    // MARK: WAN
+
+    /// Cuts or restores the WAN between two sites (both directions) and waits until the simulator applied it.
+    public func setLink(_ a: String, _ b: String, _ linkState: LinkState) throws {
+        let state = try requireState()
+        for s in [a, b] where state.site(s) == nil { throw unknownSite(s, state) }
+        guard a != b else { throw LabError("a link joins two different sites (got \(a) twice)") }
+        var config = (try? WANConfiguration.load(wanConfigPath)) ?? WANConfiguration()
+        config.routes = state.routes
+        config.links[WANConfiguration.linkKey(a, b)] = linkState
+        config.generation += 1
+        try config.save(wanConfigPath)
+        guard readPID(wanPIDPath).map(Processes.isAlive) == true else {
+            throw LabError("the WAN simulator is not running; run `bcpipe lab up --dir \(directory)`")
+        }
+        try waitForWANAck(config.generation)
+    }
+
+    /// The current state of every link.
+    public func links() throws -> [(String, String, LinkState)] {
+        let state = try requireState()
+        let config = (try? WANConfiguration.load(wanConfigPath)) ?? WANConfiguration()
+        var out: [(String, String, LinkState)] = []
+        for (i, a) in state.sites.enumerated() {
+            for b in state.sites[(i + 1)...] {
+                out.append((a.name, b.name, config.links[WANConfiguration.linkKey(a.name, b.name)] ?? .up))
+            }
+        }
+        return out
+    }
+
+    func startWAN(_ state: LabState) throws {
+        var config = (try? WANConfiguration.load(wanConfigPath)) ?? WANConfiguration()
+        config.routes = state.routes
+        config.generation += 1
+        try config.save(wanConfigPath)
+        if let pid = readPID(wanPIDPath), Processes.isAlive(pid) {
+            try waitForWANAck(config.generation)
+            return
+        }
+        let pid = try Processes.spawnDetached(
+            [executable, "lab", "wan-simulator", "--dir", directory], log: directory + "/wan.log")
+        try "\(pid)\n".write(toFile: wanPIDPath, atomically: true, encoding: .utf8)
+        try waitForWANAck(config.generation)
+        for route in state.routes where config.state(of: route) != .refuse {
+            try waitUntil("the WAN simulator listens on \(route.listen)", timeout: 10) { Processes.isListening(route.listen) }
+        }
+    }
+
+    func waitForWANAck(_ generation: Int) throws {
+        try waitUntil("the WAN simulator applies its configuration (see \(directory)/wan.log)", timeout: 10) {
+            let text = (try? String(contentsOfFile: wanAckPath, encoding: .utf8)) ?? ""
+            return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)).map { $0 >= generation } ?? false
+        }
+    }
+
+    // MARK: status
+
+    /// One line per part of the lab.
+    public func status() throws -> [String] {
+        let state = try requireState()
+        var lines: [String] = ["lab \(directory): mode \(state.mode.rawValue), stuck threshold \(state.stuckThreshold) s, late data \(state.lateData.rawValue)"]
+        for site in state.sites {
+            let s = server(state, site)
+            lines.append("  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")")
+        }
+        let wanUp = readPID(wanPIDPath).map(Processes.isAlive) ?? false
+        lines.append("  WAN simulator: \(wanUp ? "running" : "stopped")")
+        for (a, b, link) in try links() { lines.append("  link \(a) ↔ \(b): \(link.rawValue)") }
+        return lines
+    }
+
+    // MARK: helpers
+
+    public func requireState() throws -> LabState {
+        guard let state = try LabState.load(directory: directory) else {
+            throw LabError("no lab in \(directory); start one with `bcpipe lab up --dir \(directory)`")
+        }
+        return state
+    }
+
+    func unknownSite(_ name: String, _ state: LabState) -> LabError {
+        LabError("unknown site \"\(name)\"; the lab's sites are \(state.sites.map(\.name).joined(separator: ", "))")
+    }
+
+    func writeTopologies(_ state: LabState) throws {
+        try state.topology(directory: directory, viewpoint: nil).yaml(relativeTo: directory)
+            .write(toFile: topologyPath, atomically: true, encoding: .utf8)
+        for site in state.sites {
+            try state.topology(directory: directory, viewpoint: site.name).yaml(relativeTo: directory)
+                .write(toFile: topologyPath(site: site.name), atomically: true, encoding: .utf8)
+        }
+    }
+
+    func checkPortsFree(_ state: LabState, except: Set<Int>) throws {
+        for (port, what) in state.ports where !except.contains(port) && !Processes.isPortFree(port) {
+            throw LabError(
+                "port \(port) (\(what)) is in use by another process; stop it or choose another range with --base-port")
+        }
+    }
+
+    /// Pids of the site's bcpipe processes (collectors, extractor, coordinator), from `sites/NAME/run/*.pid`.
+    func stopSiteProcesses(_ name: String, signal: Int32 = SIGTERM) {
+        let run = siteDirectory(name) + "/run"
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: run)) ?? [] where file.hasSuffix(".pid") {
+            if let pid = readPID(run + "/" + file) {
+                if signal == SIGKILL {
+                    kill(pid, SIGKILL)
+                    while Processes.isAlive(pid) { usleep(10_000) }
+                } else {
+                    Processes.stop(pid)
+                }
+            }
+            try? FileManager.default.removeItem(atPath: run + "/" + file)
+        }
+    }
+
+    func readPID(_ path: String) -> pid_t? {
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    func waitUntil(_ what: String, timeout: Double, _ condition: () -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !condition() {
+            guard Date() < deadline else { throw LabError("timed out after \(Int(timeout)) s waiting until \(what)") }
+            usleep(20_000)
+        }
+    }
+}
