@@ -1,0 +1,112 @@
+import Testing
+
+@testable import Topology
+
+@Suite("Topology file")
+struct TopologyTests {
+    static let contractExample = """
+        deployment:
+          name: contact-center-east
+          mode: active-standby            # or active-active
+        sites:
+          - name: site1
+            postgres: "host=127.0.0.1 port=25431 user=bcpipe"   # libpq conninfo of the site's server
+            coordinator: 127.0.0.1:7901                            # the site coordinator's HTTP address
+          - name: site2
+            postgres: "host=127.0.0.1 port=25432 user=bcpipe"
+            coordinator: 127.0.0.1:7902
+        sources:
+          - { name: site1/voice, site: site1 }
+          - { name: site2/voice, site: site2 }
+        collectors:                       # an HA pair per source: one IDB at each site
+          - { name: site1-a, source: site1/voice, idb: { site: site1, database: idb_site1_a }, listen: 127.0.0.1:7101, queue_dir: var/site1-a }
+          - { name: site1-b, source: site1/voice, idb: { site: site2, database: idb_site1_b }, listen: 127.0.0.1:7102, queue_dir: var/site1-b }
+          - { name: site2-a, source: site2/voice, idb: { site: site2, database: idb_site2_a }, listen: 127.0.0.1:7201, queue_dir: var/site2-a }
+          - { name: site2-b, source: site2/voice, idb: { site: site1, database: idb_site2_b }, listen: 127.0.0.1:7202, queue_dir: var/site2-b }
+        extractors:
+          - { site: site1, role: active }   # active-standby: exactly one active; active-active: all active
+          - { site: site2, role: standby }
+        extract:
+          data_stuck_threshold: 28800     # seconds (Info Mart's extract-data-stuck-threshold; default 8 h)
+          late_data: discard              # discard | backfill (see 6.3)
+          interval: 1                     # seconds between extraction cycles at most
+        reporting:
+          sla_seconds: 20                 # service-level threshold for answered_within_sla
+        """
+
+    @Test func parsesTheContractExample() throws {
+        let t = try Topology.parse(yaml: Self.contractExample, baseDirectory: "/srv/bcpipe")
+        #expect(t.deployment == .init(name: "contact-center-east", mode: .activeStandby))
+        #expect(t.sites.map(\.name) == ["site1", "site2"])
+        #expect(t.sites[0].coordinator == HostPort(host: "127.0.0.1", port: 7901))
+        #expect(t.collectors.count == 4)
+        #expect(t.collectors[1].idb == .init(site: "site2", database: "idb_site1_b"))
+        #expect(t.collectors[0].queueDir == "/srv/bcpipe/var/site1-a", "relative queue_dir resolves against the file's directory")
+        #expect(t.extract.dataStuckThreshold == 28_800)
+        #expect(t.extract.lateData == .discard)
+        #expect(t.reporting.slaSeconds == 20)
+        #expect(t.databases(atSite: "site1") == ["idb_site1_a", "idb_site2_b", "mart"])
+    }
+
+    @Test func writtenYAMLReadsBackEqual() throws {
+        let t = try Topology.parse(yaml: Self.contractExample, baseDirectory: "/srv/bcpipe")
+        let again = try Topology.parse(yaml: t.yaml(relativeTo: "/srv/bcpipe"), baseDirectory: "/srv/bcpipe")
+        #expect(again == t)
+    }
+
+    func error(replacing old: String, with new: String) -> String? {
+        let text = Self.contractExample.replacingOccurrences(of: old, with: new)
+        #expect(text != Self.contractExample, "the test's replacement must apply")
+        do {
+            _ = try Topology.parse(yaml: text, baseDirectory: "/")
+            return nil
+        } catch let e as TopologyError {
+            return e.path + ": " + e.message
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func namesTheBadKeyPath() {
+        #expect(
+            error(replacing: "idb: { site: site2, database: idb_site2_a }", with: "idb: { site: site9, database: idb_site2_a }")
+                == "collectors[2].idb.site: unknown site \"site9\"; sites are site1, site2")
+        #expect(error(replacing: "mode: active-standby  ", with: "mode: hot-warm  ") == "deployment.mode: must be one of active-active, active-standby (got \"hot-warm\")")
+        #expect(error(replacing: "role: standby", with: "role: active") == "extractors: active-standby needs exactly one extractor with role active (found 2)")
+        #expect(error(replacing: "listen: 127.0.0.1:7102", with: "listen: 127.0.0.1:7101") == "collectors[1].listen: 127.0.0.1:7101 is already the address of collector site1-a")
+        #expect(error(replacing: "listen: 127.0.0.1:7202", with: "listen: localhost") == "collectors[3].listen: must be host:port, e.g. 127.0.0.1:7101 (got \"localhost\")")
+        #expect(error(replacing: "late_data: discard", with: "late_data: keep") == "extract.late_data: must be one of discard, backfill (got \"keep\")")
+        #expect(error(replacing: "data_stuck_threshold: 28800", with: "data_stuck_threshold: -5") == "extract.data_stuck_threshold: must be an integer ≥ 1")
+        #expect(error(replacing: "sla_seconds: 20", with: "sla_secs: 20") == "reporting.sla_secs: unknown key; expected one of sla_seconds")
+        #expect(error(replacing: "{ name: site2/voice, site: site2 }", with: "{ name: site1/voice, site: site2 }") == "sources[1].name: source \"site1/voice\" is defined twice")
+        #expect(error(replacing: "port=25432 user=bcpipe", with: "port=25432 user=bcpipe password=hunter2") == "sites[1].postgres: must not contain a password: use PGPASSFILE or ~/.pgpass")
+        #expect(error(replacing: "database: idb_site2_b", with: "database: Idb-2") == "collectors[3].idb.database: must be a lower-case identifier other than mart and postgres (got \"Idb-2\")")
+        #expect(error(replacing: "  - { site: site2, role: standby }\n", with: "  - { site: site1, role: standby }\n") == "extractors[1].site: site \"site1\" has two extractors")
+    }
+
+    @Test func refusesMissingAndMalformedFiles() {
+        #expect(throws: TopologyError.self) { try Topology.parse(yaml: "", baseDirectory: "/") }
+        #expect(throws: TopologyError.self) { try Topology.parse(yaml: "deployment: [", baseDirectory: "/") }
+        #expect(throws: TopologyError.self) { try Topology.parse(yaml: "- 1\n- 2", baseDirectory: "/") }
+        #expect(throws: TopologyError.self) { try Topology.load(path: "/nonexistent/bcpipe.yaml") }
+        do {
+            _ = try Topology.parse(yaml: "deployment:\n  name: x\n  mode: active-active\n", baseDirectory: "/")
+            Issue.record("a file without sites must be refused")
+        } catch let e as TopologyError {
+            #expect(e.path == "sites")
+            #expect(e.message == "is required")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func hostPorts() {
+        #expect(HostPort("127.0.0.1:7101") == HostPort(host: "127.0.0.1", port: 7101))
+        #expect(HostPort("[::1]:80") == HostPort(host: "::1", port: 80))
+        #expect(HostPort("[::1]:80")?.description == "[::1]:80")
+        #expect(HostPort("host:0") == nil)
+        #expect(HostPort("host:70000") == nil)
+        #expect(HostPort(":80") == nil)
+        #expect(HostPort("::1:80") == nil)
+    }
+}
