@@ -251,7 +251,8 @@ public actor PostgresConnection {
         let deadline = Deadline(seconds: timeout)
         while out.isEmpty && !deadline.expired {
             do {
-                try wait(conn, forWrite: false, deadline)
+                // Waiting out the timeout here is normal, not a dead link: keep the connection.
+                try wire.wait(conn, forWrite: false, deadline)
             } catch let e as PostgresError where e.code == .timeout {
                 return []
             }

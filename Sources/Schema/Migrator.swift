@@ -81,7 +81,7 @@ public struct Migrator: Sendable {
                 logger.info("creating database", metadata: ["database": "\(database)"])
                 do {
                     try await admin.execute("CREATE DATABASE \(PostgresConnection.quoteIdentifier(database))")
-                } catch let e as PostgresError where e.sqlState == "42P04" {
+                } catch let e as PostgresError where e.sqlState == "42P04" || e.sqlState == "23505" {
                     // Created concurrently by another migrator: fine.
                 }
             }
