@@ -79,6 +79,8 @@ public actor PostgresConnection {
         pg = conn
         canceller.set(PQgetCancel(conn))
         PQsetnonblocking(conn, 1)
+        // Server notices (e.g. "table does not exist, skipping") are not errors; keep them off stderr.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
         try execute(
             "SET statement_timeout = \(configuration.statementTimeoutMilliseconds); SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET client_encoding = 'UTF8'"
         )

@@ -1,1 +1,176 @@
-print("bench")
+import EventModel
+import Foundation
+import Lab
+import Logging
+import PostgresClient
+import Topology
+import ZstdCompression
+
+// bcpipe-bench: prints throughput figures beside their baselines, measured in the same run.
+// Run it through scripts/bench (release build). Environment: BENCH_EVENTS (default 1000000),
+// BENCH_BASE_PORT (default 27700) for the lab it starts, BENCH_ONLY (parse,zstd,copy).
+
+let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
+let only = Set((ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy").split(separator: ",").map(String.init))
+let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-bench-\(getpid())").path
+try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+defer { try? FileManager.default.removeItem(atPath: workDir) }
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+func fmt(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
+func rate(_ n: Double) -> String {
+    n >= 1e6 ? fmt(n / 1e6, 2) + " M" : n >= 1e3 ? fmt(n / 1e3, 1) + " k" : fmt(n, 0) + " "
+}
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+/// Runs a shell command, returning its wall time in seconds.
+func timeShell(_ command: String) throws -> Double {
+    let clock = ContinuousClock()
+    let start = clock.now
+    let out = try Processes.run(["/bin/sh", "-c", command], timeout: 600)
+    guard out.status == 0 else { throw LabError("`\(command)` failed: \(out.text)") }
+    return seconds(clock.now - start)
+}
+
+print("bcpipe benchmarks — \(eventCount) events, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+print("")
+
+// The events and their NDJSON.
+var events: [Event] = []
+events.reserveCapacity(eventCount)
+var synth = SyntheticEvents(seed: 42)
+for _ in 0..<eventCount { events.append(synth.next()!) }
+var ndjson: [UInt8] = []
+ndjson.reserveCapacity(eventCount * 240)
+for e in events {
+    e.appendJSON(to: &ndjson)
+    ndjson.append(10)
+}
+let megabytes = Double(ndjson.count) / 1e6
+print("input: \(eventCount) events, \(fmt(megabytes)) MB of NDJSON (\(ndjson.count / eventCount) bytes an event)")
+print("")
+
+// 1. Parse + validate, in 16 MiB bodies like ingest requests.
+if only.contains("parse") {
+    let parser = EventParser(isKnownSource: { $0 == "site1/voice" })
+    var bodies: [Range<Int>] = []
+    var start = 0
+    while start < ndjson.count {
+        var end = min(start + 16 << 20, ndjson.count)
+        while end < ndjson.count && ndjson[end - 1] != 10 { end += 1 }
+        bodies.append(start..<end)
+        start = end
+    }
+    var times: [Double] = []
+    var parsed = 0
+    for _ in 0..<3 {
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        parsed = 0
+        ndjson.withUnsafeBytes { all in
+            for r in bodies { parsed += parser.parse(body: UnsafeRawBufferPointer(rebasing: all[r])).events.count }
+        }
+        times.append(seconds(clock.now - t0))
+    }
+    precondition(parsed == eventCount, "parsed \(parsed) of \(eventCount)")
+    let t = median(times)
+    print("parse+validate    \(rate(Double(eventCount) / t))events/s   \(fmt(megabytes / t)) MB/s   (median of 3, one core)")
+}
+
+// 2. zstd level 3 in 1 MiB frames vs the zstd command line tool on the same bytes.
+if only.contains("zstd") {
+    let file = workDir + "/events.ndjson"
+    try Data(ndjson).write(to: URL(fileURLWithPath: file))
+    var compressor = try ZstdCompressor(level: 3)
+    var times: [Double] = []
+    var compressedBytes = 0
+    for _ in 0..<3 {
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        compressedBytes = 0
+        try ndjson.withUnsafeBytes { all in
+            var start = 0
+            while start < all.count {
+                let end = min(start + 1 << 20, all.count)
+                compressedBytes += try compressor.compress(UnsafeRawBufferPointer(rebasing: all[start..<end])).count
+                start = end
+            }
+        }
+        times.append(seconds(clock.now - t0))
+    }
+    var cliTimes: [Double] = []
+    for _ in 0..<3 { cliTimes.append(try timeShell("zstd -3 -T1 -q -f -c '\(file)' > '\(file).zst'")) }
+    let cliBytes = (try FileManager.default.attributesOfItem(atPath: file + ".zst")[.size] as? Int) ?? 1
+    let t = median(times)
+    let ct = median(cliTimes)
+    print("zstd -3 (library) \(fmt(megabytes / t)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(compressedBytes), 2))   (1 MiB frames)")
+    print("zstd -3 (CLI)     \(fmt(megabytes / ct)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(cliBytes), 2))   (one stream, -T1, includes process start and file I/O)")
+    print("  throughput vs CLI: \(fmt(ct / t, 2))×")
+}
+
+// 3. COPY of the events into an IDB-shaped table: Swift client vs psql \copy, same rows, same table.
+if only.contains("copy") {
+    let basePort = ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        .deletingLastPathComponent().appendingPathComponent("bcpipe").path
+    let lab = LocalLab(directory: workDir + "/lab", executable: exe, logger: logger)
+    var options = LocalLab.Options()
+    options.basePort = basePort
+    let state = try await lab.up(options)
+    defer { try? lab.down(remove: true) }
+    let port = state.postgresPort(state.sites[0])
+    let conninfo = "host=127.0.0.1 port=\(port) user=bcpipe dbname=idb_site1_a"
+    var config = PostgresConfiguration(conninfo: conninfo)
+    config.statementTimeoutMilliseconds = 0
+    let conn = try await PostgresConnection.connect(config)
+    try await conn.execute(
+        "DROP TABLE IF EXISTS public.bench_events; CREATE TABLE public.bench_events (LIKE idb.events INCLUDING ALL)")
+
+    let columns = idbCopyColumns
+    // The same rows as a file for psql.
+    let rowsFile = workDir + "/events.copy"
+    var all: [UInt8] = []
+    var row = CopyRow()
+    for e in events {
+        encode(e, into: &row)
+        all += row.bytes
+    }
+    try Data(all).write(to: URL(fileURLWithPath: rowsFile))
+    all = []
+    let shared = events
+
+    var swiftTimes: [Double] = []
+    var psqlTimes: [Double] = []
+    for _ in 0..<3 {
+        try await conn.execute("TRUNCATE public.bench_events")
+        try await conn.execute("CHECKPOINT")
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let n = try await conn.transaction { c in
+            try c.copyIn("COPY public.bench_events (\(columns)) FROM STDIN") { sink in
+                var row = CopyRow()
+                for e in shared {
+                    encode(e, into: &row)
+                    try sink.write(row)
+                }
+            }
+        }
+        swiftTimes.append(seconds(clock.now - t0))
+        precondition(n == eventCount)
+
+        try await conn.execute("TRUNCATE public.bench_events")
+        try await conn.execute("CHECKPOINT")
+        psqlTimes.append(
+            try timeShell("psql '\(conninfo)' -q -v ON_ERROR_STOP=1 -c \"\\copy public.bench_events (\(columns)) FROM '\(rowsFile)'\""))
+    }
+    let count = try await conn.query("SELECT count(*) FROM public.bench_events")[0].decode(0, as: Int.self)
+    precondition(count == eventCount)
+    await conn.close()
+    let st = median(swiftTimes)
+    let pt = median(psqlTimes)
+    print("COPY (Swift)      \(rate(Double(eventCount) / st))events/s   (encodes rows from events while streaming; median of 3)")
+    print("COPY (psql \\copy) \(rate(Double(eventCount) / pt))events/s   (pre-encoded file; median of 3)")
+    print("  Swift / psql: \(fmt(pt / st, 2))   (goal ≥ 0.90)")
+}
