@@ -11,12 +11,12 @@ public struct Event: Sendable, Hashable {
     public var agent: String?
     public var reason: String?
     /// Attached user data; empty when the event had none.
-    public var attrs: [String: String]
+    public var attrs: Attributes
 
     public init(
         source: String, seq: Int64, ts: Timestamp, type: EventType, interaction: String? = nil,
         media: Media? = nil, direction: Direction? = nil, queue: String? = nil, agent: String? = nil,
-        reason: String? = nil, attrs: [String: String] = [:]
+        reason: String? = nil, attrs: Attributes = Attributes()
     ) {
         self.source = source
         self.seq = seq

@@ -24,14 +24,8 @@ extension Event {
         field("agent", agent)
         field("reason", reason)
         if !attrs.isEmpty {
-            out.append(contentsOf: #","attrs":{"#.utf8)
-            for (i, key) in attrs.keys.sorted().enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                appendString(key, to: &out)
-                out.append(UInt8(ascii: ":"))
-                appendString(attrs[key]!, to: &out)
-            }
-            out.append(UInt8(ascii: "}"))
+            out.append(contentsOf: #","attrs":"#.utf8)
+            attrs.appendJSON(to: &out)
         }
         out.append(UInt8(ascii: "}"))
     }
@@ -62,4 +56,25 @@ func appendString(_ s: String, to out: inout [UInt8]) {
         }
     }
     out.append(UInt8(ascii: "\""))
+}
+
+extension Attributes {
+    /// Appends the attributes as a JSON object, keys in order (what `jsonb` columns receive).
+    public func appendJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        for (i, pair) in enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            appendString(pair.key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            appendString(pair.value, to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
+    /// The attributes as a JSON object.
+    public var json: String {
+        var out: [UInt8] = []
+        appendJSON(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
 }

@@ -126,10 +126,8 @@ public struct EventParser: Sendable {
             return .failure(
                 LineFailure("type", "unknown event type \(quoted(typeName)); expected one of \(Self.typeList)"))
         }
-        for (name, value) in [("interaction", f.interaction), ("queue", f.queue), ("agent", f.agent), ("reason", f.reason)] {
-            if let value, scalarCount(value) > EventLimits.maxStringLength {
-                return .failure(LineFailure(name, "must be at most \(EventLimits.maxStringLength) characters"))
-            }
+        if let name = Self.overlong(f) {
+            return .failure(LineFailure(name, "must be at most \(EventLimits.maxStringLength) characters"))
         }
         var media: Media?
         if let m = f.media {
@@ -166,6 +164,17 @@ public struct EventParser: Sendable {
             Event(
                 source: source, seq: seq, ts: ts, type: type, interaction: f.interaction, media: media,
                 direction: direction, queue: f.queue, agent: f.agent, reason: f.reason, attrs: f.attrs))
+    }
+
+    /// The first string field longer than the limit (checked field by field: no allocation on the hot path).
+    private static func overlong(_ f: RawFields) -> String? {
+        let limit = EventLimits.maxStringLength
+        // A string of at most `limit` bytes cannot have more than `limit` characters.
+        if let v = f.interaction, v.utf8.count > limit, scalarCount(v) > limit { return "interaction" }
+        if let v = f.queue, v.utf8.count > limit, scalarCount(v) > limit { return "queue" }
+        if let v = f.agent, v.utf8.count > limit, scalarCount(v) > limit { return "agent" }
+        if let v = f.reason, v.utf8.count > limit, scalarCount(v) > limit { return "reason" }
+        return nil
     }
 
     static let typeList = EventType.allCases.map(\.rawValue).joined(separator: ", ")
@@ -218,6 +227,6 @@ struct RawFields {
     var queue: String?
     var agent: String?
     var reason: String?
-    var attrs: [String: String] = [:]
+    var attrs = Attributes()
     var seen: UInt16 = 0
 }

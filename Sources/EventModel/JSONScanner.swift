@@ -117,10 +117,10 @@ struct JSONScanner {
         return Int64(v)
     }
 
-    private mutating func readAttrs() throws(LineFailure) -> [String: String] {
+    private mutating func readAttrs() throws(LineFailure) -> Attributes {
         guard peek() == UInt8(ascii: "{") else { throw LineFailure("attrs", "must be an object of string values") }
         i += 1
-        var attrs: [String: String] = [:]
+        var attrs = Attributes()
         skipSpace()
         if peek() == UInt8(ascii: "}") {
             i += 1
@@ -137,13 +137,18 @@ struct JSONScanner {
             guard peek() == UInt8(ascii: ":") else { throw syntax("expected ':' after a key in attrs") }
             i += 1
             skipSpace()
-            let field = "attrs.\(key)"
-            guard peek() == UInt8(ascii: "\"") else { throw LineFailure(field, "must be a string") }
-            let value = try readString(field: field)
-            if scalarCount(value) > EventLimits.maxAttrValueLength {
-                throw LineFailure(field, "must be at most \(EventLimits.maxAttrValueLength) characters")
+            // The field name ("attrs.KEY") is only built on the error paths.
+            guard peek() == UInt8(ascii: "\"") else { throw LineFailure("attrs.\(key)", "must be a string") }
+            let value: String
+            do {
+                value = try readString(field: "attrs")
+            } catch {
+                throw LineFailure("attrs.\(key)", error.reason)
             }
-            if attrs.updateValue(value, forKey: key) != nil { throw LineFailure(field, "appears more than once") }
+            if value.utf8.count > EventLimits.maxAttrValueLength && scalarCount(value) > EventLimits.maxAttrValueLength {
+                throw LineFailure("attrs.\(key)", "must be at most \(EventLimits.maxAttrValueLength) characters")
+            }
+            if !attrs.insertNew(key, value) { throw LineFailure("attrs.\(key)", "appears more than once") }
             if attrs.count > EventLimits.maxAttrs {
                 throw LineFailure("attrs", "must have at most \(EventLimits.maxAttrs) keys")
             }
@@ -385,15 +390,6 @@ struct JSONScanner {
         return "00" + String(digits[Int(c >> 4)]) + String(digits[Int(c & 15)])
     }
 
-    private static let fieldsByName: [(name: [UInt8], field: Field)] = {
-        let pairs: [(String, Field)] = [
-            ("source", .source), ("seq", .seq), ("ts", .ts), ("type", .type), ("interaction", .interaction),
-            ("media", .media), ("direction", .direction), ("queue", .queue), ("agent", .agent),
-            ("reason", .reason), ("attrs", .attrs),
-        ]
-        return pairs.map { (Array($0.0.utf8), $0.1) }
-    }()
-
     /// The known field a key names, or nil for an unknown (ignored) key.
     private func field(_ key: KeyBytes) -> Field? {
         let keyBytes: UnsafeRawBufferPointer
@@ -410,10 +406,24 @@ struct JSONScanner {
     }
 
     private static func match(_ key: UnsafeRawBufferPointer) -> Field? {
-        for (name, field) in fieldsByName where name.count == key.count {
-            if name.withUnsafeBytes({ $0.elementsEqual(key) }) { return field }
+        // Length and first byte pick at most one candidate; then one comparison.
+        let candidate: Field
+        switch (key.count, key.first ?? 0) {
+        case (6, UInt8(ascii: "s")): candidate = .source
+        case (3, UInt8(ascii: "s")): candidate = .seq
+        case (2, UInt8(ascii: "t")): candidate = .ts
+        case (4, UInt8(ascii: "t")): candidate = .type
+        case (11, UInt8(ascii: "i")): candidate = .interaction
+        case (5, UInt8(ascii: "m")): candidate = .media
+        case (9, UInt8(ascii: "d")): candidate = .direction
+        case (5, UInt8(ascii: "q")): candidate = .queue
+        case (5, UInt8(ascii: "a")):
+            candidate = key.count > 1 && key[1] == UInt8(ascii: "g") ? .agent : .attrs
+        case (6, UInt8(ascii: "r")): candidate = .reason
+        default: return nil
         }
-        return nil
+        var expected = name(candidate)
+        return expected.withUTF8 { UnsafeRawBufferPointer($0).elementsEqual(key) } ? candidate : nil
     }
 
     private static func name(_ f: Field) -> String {

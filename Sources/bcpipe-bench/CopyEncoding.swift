@@ -17,16 +17,6 @@ func encode(_ e: Event, into row: inout CopyRow) {
     row.append(e.queue)
     row.append(e.agent)
     row.append(e.reason)
-    if e.attrs.isEmpty {
-        row.append(nil as String?)
-    } else {
-        var json: [UInt8] = [UInt8(ascii: "{")]
-        for (i, k) in e.attrs.keys.sorted().enumerated() {
-            if i > 0 { json.append(UInt8(ascii: ",")) }
-            json += Array("\"\(k)\":\"\(e.attrs[k]!)\"".utf8)
-        }
-        json.append(UInt8(ascii: "}"))
-        row.append(String(decoding: json, as: UTF8.self))
-    }
+    row.append(e.attrs.isEmpty ? nil : e.attrs.json)
     row.end()
 }

@@ -41,7 +41,7 @@ struct SyntheticEvents: Sequence, IteratorProtocol {
         let id = "call-\(String(interaction, radix: 16))-\(random(1_000_000))"
         let queue = Self.queues[random(Self.queues.count)]
         let agent = "agent\(random(400))"
-        let attrs = [
+        let attrs: Attributes = [
             "segment": Self.segments[random(3)], "language": Self.languages[random(4)],
             "ani": "+1555\(1_000_000 + random(8_999_999))",
         ]
