@@ -107,7 +107,9 @@ struct JSONScanner {
             v = a
             i += 1
         }
-        if b[start] == UInt8(ascii: "0") && i - start > 1 { throw syntax("a number must not have leading zeros", at: start) }
+        if b[start] == UInt8(ascii: "0") && i - start > 1 {
+            throw syntax("a number must not have leading zeros", at: start)
+        }
         if let d = peek(), d == UInt8(ascii: ".") || d == UInt8(ascii: "e") || d == UInt8(ascii: "E") {
             i = start
             try skipValue(depth: 0)
@@ -145,7 +147,8 @@ struct JSONScanner {
             } catch {
                 throw LineFailure("attrs.\(key)", error.reason)
             }
-            if value.utf8.count > EventLimits.maxAttrValueLength && scalarCount(value) > EventLimits.maxAttrValueLength {
+            if value.utf8.count > EventLimits.maxAttrValueLength && scalarCount(value) > EventLimits.maxAttrValueLength
+            {
                 throw LineFailure("attrs.\(key)", "must be at most \(EventLimits.maxAttrValueLength) characters")
             }
             if !attrs.insertNew(key, value) { throw LineFailure("attrs.\(key)", "appears more than once") }
@@ -190,10 +193,14 @@ struct JSONScanner {
                 }
                 try skipValue(depth: depth + 1)
                 skipSpace()
-                guard let d = peek() else { throw syntax("unterminated \(c == UInt8(ascii: "{") ? "object" : "array")") }
+                guard let d = peek() else {
+                    throw syntax("unterminated \(c == UInt8(ascii: "{") ? "object" : "array")")
+                }
                 i += 1
                 if d == close { return }
-                guard d == UInt8(ascii: ",") else { throw syntax("expected ',' or '\(Character(UnicodeScalar(close)))'", at: i - 1) }
+                guard d == UInt8(ascii: ",") else {
+                    throw syntax("expected ',' or '\(Character(UnicodeScalar(close)))'", at: i - 1)
+                }
             }
         case UInt8(ascii: "t"): try expectLiteral("true")
         case UInt8(ascii: "f"): try expectLiteral("false")
@@ -211,7 +218,9 @@ struct JSONScanner {
         let intStart = i
         while let d = peek(), d &- 48 < 10 { i += 1 }
         guard i > intStart else { throw syntax("malformed number", at: start) }
-        if b[intStart] == UInt8(ascii: "0") && i - intStart > 1 { throw syntax("a number must not have leading zeros", at: start) }
+        if b[intStart] == UInt8(ascii: "0") && i - intStart > 1 {
+            throw syntax("a number must not have leading zeros", at: start)
+        }
         if peek() == UInt8(ascii: ".") {
             i += 1
             let s = i

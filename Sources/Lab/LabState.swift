@@ -29,7 +29,9 @@ public struct LabState: Codable, Sendable, Equatable {
     /// Collector `j` (0 = `-a`, 1 = `-b`) of the source of site slot `index`.
     public func collectorPort(siteIndex: Int, member: Int) -> Int { basePort + 30 + 2 * (siteIndex - 1) + member }
     public func wanPostgresPort(from a: Site, to b: Site) -> Int { basePort + 40 + 4 * (a.index - 1) + (b.index - 1) }
-    public func wanCoordinatorPort(from a: Site, to b: Site) -> Int { basePort + 60 + 4 * (a.index - 1) + (b.index - 1) }
+    public func wanCoordinatorPort(from a: Site, to b: Site) -> Int {
+        basePort + 60 + 4 * (a.index - 1) + (b.index - 1)
+    }
 
     /// Every port the lab uses, with what it is for.
     public var ports: [(Int, String)] {
@@ -49,8 +51,14 @@ public struct LabState: Codable, Sendable, Equatable {
         var out: [WANRoute] = []
         for a in sites {
             for b in sites where a.name != b.name {
-                out.append(WANRoute(from: a.name, to: b.name, service: "postgres", listen: wanPostgresPort(from: a, to: b), upstream: postgresPort(b)))
-                out.append(WANRoute(from: a.name, to: b.name, service: "coordinator", listen: wanCoordinatorPort(from: a, to: b), upstream: coordinatorPort(b)))
+                out.append(
+                    WANRoute(
+                        from: a.name, to: b.name, service: "postgres", listen: wanPostgresPort(from: a, to: b),
+                        upstream: postgresPort(b)))
+                out.append(
+                    WANRoute(
+                        from: a.name, to: b.name, service: "coordinator", listen: wanCoordinatorPort(from: a, to: b),
+                        upstream: coordinatorPort(b)))
             }
         }
         return out
@@ -82,7 +90,10 @@ public struct LabState: Codable, Sendable, Equatable {
                 collectors.append(
                     .init(
                         name: name, source: "\(s.name)/voice",
-                        idb: .init(site: idbSite.name, database: "idb_\(s.name)_\(member == 0 ? "a" : "b")".replacingOccurrences(of: "-", with: "_")),
+                        idb: .init(
+                            site: idbSite.name,
+                            database: "idb_\(s.name)_\(member == 0 ? "a" : "b")".replacingOccurrences(
+                                of: "-", with: "_")),
                         listen: HostPort(host: "127.0.0.1", port: collectorPort(siteIndex: s.index, member: member)),
                         queueDir: directory + "/var/\(name)"))
             }

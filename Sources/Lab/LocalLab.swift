@@ -4,7 +4,7 @@ import Schema
 import Topology
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The local two-site lab: one PostgreSQL server per site, the WAN link simulator, migrated
@@ -56,19 +56,23 @@ public struct LocalLab: Sendable {
         if let existing = try LabState.load(directory: directory) {
             guard existing.mode == options.mode, existing.basePort == options.basePort else {
                 throw LabError(
-                    "a lab already exists in \(directory) with mode \(existing.mode.rawValue) and base port \(existing.basePort); run `bcpipe lab down --dir \(directory)` first to start one with other options")
+                    "a lab already exists in \(directory) with mode \(existing.mode.rawValue) and base port \(existing.basePort); run `bcpipe lab down --dir \(directory)` first to start one with other options"
+                )
             }
             state = existing
             state.stuckThreshold = options.stuckThreshold
             state.lateData = options.lateData
         } else {
             guard options.basePort >= 1024, options.basePort + 100 < 32_768 else {
-                throw LabError("--base-port must be between 1024 and 32667, so the lab's ports stay below Linux's ephemeral range")
+                throw LabError(
+                    "--base-port must be between 1024 and 32667, so the lab's ports stay below Linux's ephemeral range")
             }
             state = LabState(
                 basePort: options.basePort, mode: options.mode, stuckThreshold: options.stuckThreshold,
                 lateData: options.lateData,
-                sites: [.init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true)])
+                sites: [
+                    .init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true),
+                ])
             try checkPortsFree(state, except: [])
         }
         try state.save(directory: directory)
@@ -97,7 +101,8 @@ public struct LocalLab: Sendable {
         }
         let left = Processes.processes(under: directory)
         guard left.isEmpty else {
-            throw LabError("processes \(left.map(String.init).joined(separator: ", ")) of the lab in \(directory) would not stop")
+            throw LabError(
+                "processes \(left.map(String.init).joined(separator: ", ")) of the lab in \(directory) would not stop")
         }
         if remove { try? FileManager.default.removeItem(atPath: directory) }
     }
@@ -107,7 +112,8 @@ public struct LocalLab: Sendable {
     func startSite(_ state: LabState, _ site: LabState.Site) async throws {
         let server = server(state, site)
         if !server.isInitialized {
-            logger.info("initialising PostgreSQL", metadata: ["site": "\(site.name)", "port": "\(state.postgresPort(site))"])
+            logger.info(
+                "initialising PostgreSQL", metadata: ["site": "\(site.name)", "port": "\(state.postgresPort(site))"])
             try server.initialize()
         }
         try server.start()
@@ -135,7 +141,8 @@ public struct LocalLab: Sendable {
         if let existing = state.site(name) {
             let server = server(state, existing)
             guard !server.isRunning else {
-                throw LabError("site \(name) is running; only a failed site (bcpipe lab fail-site \(name)) can be rebuilt")
+                throw LabError(
+                    "site \(name) is running; only a failed site (bcpipe lab fail-site \(name)) can be rebuilt")
             }
             try? FileManager.default.removeItem(atPath: server.dataDirectory)
             try await startSite(state, existing)
@@ -202,7 +209,9 @@ public struct LocalLab: Sendable {
         try "\(pid)\n".write(toFile: wanPIDPath, atomically: true, encoding: .utf8)
         try waitForWANAck(config.generation)
         for route in state.routes where config.state(of: route) != .refuse {
-            try waitUntil("the WAN simulator listens on \(route.listen)", timeout: 10) { Processes.isListening(route.listen) }
+            try waitUntil("the WAN simulator listens on \(route.listen)", timeout: 10) {
+                Processes.isListening(route.listen)
+            }
         }
     }
 
@@ -218,10 +227,14 @@ public struct LocalLab: Sendable {
     /// One line per part of the lab.
     public func status() throws -> [String] {
         let state = try requireState()
-        var lines: [String] = ["lab \(directory): mode \(state.mode.rawValue), stuck threshold \(state.stuckThreshold) s, late data \(state.lateData.rawValue)"]
+        var lines: [String] = [
+            "lab \(directory): mode \(state.mode.rawValue), stuck threshold \(state.stuckThreshold) s, late data \(state.lateData.rawValue)"
+        ]
         for site in state.sites {
             let s = server(state, site)
-            lines.append("  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")")
+            lines.append(
+                "  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")"
+            )
         }
         let wanUp = readPID(wanPIDPath).map(Processes.isAlive) ?? false
         lines.append("  WAN simulator: \(wanUp ? "running" : "stopped")")
@@ -275,7 +288,9 @@ public struct LocalLab: Sendable {
     }
 
     func readPID(_ path: String) -> pid_t? {
-        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap {
+            pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
     }
 
     func waitUntil(_ what: String, timeout: Double, _ condition: () -> Bool) throws {

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One PostgreSQL 15 server of the lab, in its own data directory on its own port.
@@ -28,7 +28,8 @@ public struct PostgresServer: Sendable {
             return "\(root)/\(v)/bin"
         }
         throw LabError(
-            "PostgreSQL server binaries not found under \(root); install them (apt-get install postgresql-15) or set BCPIPE_PG_BIN")
+            "PostgreSQL server binaries not found under \(root); install them (apt-get install postgresql-15) or set BCPIPE_PG_BIN"
+        )
     }
 
     static var runningAsRoot: Bool { geteuid() == 0 }
@@ -57,13 +58,17 @@ public struct PostgresServer: Sendable {
         let directory = (dataDirectory as NSString).deletingLastPathComponent
         try Self.prepareDirectory(directory)
         if Self.runningAsRoot {
-            let check = try Processes.run(["/usr/sbin/runuser", "-u", "postgres", "--", "/usr/bin/test", "-w", directory])
+            let check = try Processes.run([
+                "/usr/sbin/runuser", "-u", "postgres", "--", "/usr/bin/test", "-w", directory,
+            ])
             guard check.status == 0 else {
                 throw LabError(
-                    "the postgres OS user cannot write \(directory); put the lab in a directory every user can traverse (e.g. under /tmp or /work)")
+                    "the postgres OS user cannot write \(directory); put the lab in a directory every user can traverse (e.g. under /tmp or /work)"
+                )
             }
         }
-        let out = try tool("initdb", ["-D", dataDirectory, "-U", "bcpipe", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+        let out = try tool(
+            "initdb", ["-D", dataDirectory, "-U", "bcpipe", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
         guard out.status == 0 else { throw LabError("initdb failed for \(dataDirectory):\n\(out.text)") }
         let settings = """
 
@@ -102,11 +107,14 @@ public struct PostgresServer: Sendable {
         if isRunning { return }
         guard Processes.isPortFree(port) else {
             throw LabError(
-                "port \(port) is in use by another process, so the PostgreSQL server of \(dataDirectory) cannot start; stop that process or choose other ports with --base-port")
+                "port \(port) is in use by another process, so the PostgreSQL server of \(dataDirectory) cannot start; stop that process or choose other ports with --base-port"
+            )
         }
         let out = try tool("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"], timeout: 90)
         guard out.status == 0 else {
-            let tail = (try? String(contentsOfFile: logFile, encoding: .utf8))?.split(separator: "\n").suffix(10).joined(separator: "\n") ?? ""
+            let tail =
+                (try? String(contentsOfFile: logFile, encoding: .utf8))?.split(separator: "\n").suffix(10).joined(
+                    separator: "\n") ?? ""
             throw LabError("PostgreSQL on port \(port) did not start:\n\(out.text)\n\(tail)")
         }
     }
@@ -115,7 +123,8 @@ public struct PostgresServer: Sendable {
     public func stop(immediate: Bool = false) throws {
         guard isRunning else { return }
         let out = try tool(
-            "pg_ctl", ["-D", dataDirectory, "-m", immediate ? "immediate" : "fast", "-w", "-t", "30", "stop"], timeout: 45)
+            "pg_ctl", ["-D", dataDirectory, "-m", immediate ? "immediate" : "fast", "-w", "-t", "30", "stop"],
+            timeout: 45)
         if out.status != 0, let pid = postmasterPID {
             // pg_ctl gave up: make sure nothing is left behind.
             kill(pid, SIGKILL)

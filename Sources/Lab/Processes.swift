@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Starting, finding and stopping the lab's processes.
@@ -23,7 +23,9 @@ public enum Processes {
         while true {
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid { break }
-            if r < 0 && errno != EINTR { throw LabError("waiting for \(arguments[0]) failed: \(String(cString: strerror(errno)))") }
+            if r < 0 && errno != EINTR {
+                throw LabError("waiting for \(arguments[0]) failed: \(String(cString: strerror(errno)))")
+            }
             if Date() > deadline {
                 kill(pid, SIGKILL)
                 _ = waitpid(pid, &status, 0)
@@ -38,11 +40,15 @@ public enum Processes {
 
     /// Starts a long-running process in its own session (it outlives the command that started
     /// it), with stdin from /dev/null and stdout+stderr appended to `log`. Returns its pid.
-    public static func spawnDetached(_ arguments: [String], log: String, environment: [String: String] = [:]) throws -> pid_t {
+    public static func spawnDetached(_ arguments: [String], log: String, environment: [String: String] = [:]) throws
+        -> pid_t
+    {
         try spawn(arguments, log: log, newSession: true, environment: environment)
     }
 
-    static func spawn(_ arguments: [String], log: String, newSession: Bool, environment: [String: String] = [:]) throws -> pid_t {
+    static func spawn(_ arguments: [String], log: String, newSession: Bool, environment: [String: String] = [:]) throws
+        -> pid_t
+    {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -116,7 +122,9 @@ public enum Processes {
             var matches = cwd == root || cwd.hasPrefix(root + "/")
             if !matches, let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") {
                 let text = String(decoding: cmd.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-                matches = text.contains(" " + root + "/") || text.contains("=" + root + "/") || text.hasSuffix(" " + root + " ")
+                matches =
+                    text.contains(" " + root + "/") || text.contains("=" + root + "/")
+                    || text.hasSuffix(" " + root + " ")
                     || text.contains(" --dir " + root + " ")
             }
             if matches && isAlive(pid) { found.append(pid) }

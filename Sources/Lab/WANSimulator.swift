@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The WAN link simulator: a TCP proxy per cross-site route, in one poll loop.
@@ -254,7 +254,8 @@ public final class WANSimulator {
             }
         }
         guard ok, Glibc.listen(fd, 128) == 0 else {
-            FileHandle.standardError.write(Data("wan: cannot listen on 127.0.0.1:\(port): \(String(cString: strerror(errno)))\n".utf8))
+            FileHandle.standardError.write(
+                Data("wan: cannot listen on 127.0.0.1:\(port): \(String(cString: strerror(errno)))\n".utf8))
             close(fd)
             return nil
         }

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A value that can be bound as a query parameter (sent in PostgreSQL's text format).
@@ -49,7 +49,9 @@ public actor PostgresConnection {
     ///
     /// #### Errors
     /// ``PostgresError/Code/connectionFailed`` with libpq's reason (refused, timeout, authentication).
-    public static func connect(_ configuration: PostgresConfiguration, logger: Logger = Logger(label: "bcpipe.postgres"))
+    public static func connect(
+        _ configuration: PostgresConfiguration, logger: Logger = Logger(label: "bcpipe.postgres")
+    )
         async throws -> PostgresConnection
     {
         let connection = PostgresConnection(
@@ -203,7 +205,9 @@ public actor PostgresConnection {
         try flush(conn, deadline)
         guard let start = try nextResult(conn, deadline) else { throw connectionError("no answer to COPY") }
         guard PQresultStatus(start) == PGRES_COPY_IN else {
-            let error = PQresultStatus(start) == PGRES_FATAL_ERROR ? serverError(start) : connectionError("statement is not COPY FROM STDIN")
+            let error =
+                PQresultStatus(start) == PGRES_FATAL_ERROR
+                ? serverError(start) : connectionError("statement is not COPY FROM STDIN")
             PQclear(start)
             while let r = try nextResult(conn, deadline) { PQclear(r) }
             throw error
@@ -216,7 +220,7 @@ public actor PostgresConnection {
                 try sink.flushBuffer()
             }
         } catch {
-                if pg != nil {
+            if pg != nil {
                 _ = PQputCopyEnd(conn, "aborted by the client")
                 try? flush(conn, deadline)
                 while let r = try? nextResult(conn, deadline) { PQclear(r) }
@@ -281,7 +285,8 @@ public actor PostgresConnection {
 
     private func live() throws -> OpaquePointer {
         guard let pg else {
-            throw PostgresError(code: .closed, message: "the connection is closed", target: configuration.targetDescription)
+            throw PostgresError(
+                code: .closed, message: "the connection is closed", target: configuration.targetDescription)
         }
         guard PQstatus(pg) == CONNECTION_OK else {
             throw connectionError("the connection is broken")
@@ -311,7 +316,9 @@ public actor PostgresConnection {
         do {
             return try body()
         } catch let e as PostgresError where e.code == .timeout || (e.code == .cancelled && e.sqlState == nil) {
-            logger.debug("abandoning connection", metadata: ["target": "\(configuration.targetDescription)", "reason": "\(e.code)"])
+            logger.debug(
+                "abandoning connection",
+                metadata: ["target": "\(configuration.targetDescription)", "reason": "\(e.code)"])
             close()
             throw e
         }
@@ -501,13 +508,15 @@ struct Wire {
             if r < 0 && errno != EINTR { throw lost(conn, "poll failed") }
             if let since = canceller.cancelledAt, Deadline.now - since > 2 {
                 throw PostgresError(
-                    code: .cancelled, message: "cancelled; the server did not stop in time, so the connection was closed",
+                    code: .cancelled,
+                    message: "cancelled; the server did not stop in time, so the connection was closed",
                     target: target)
             }
             if deadline.expired {
                 throw PostgresError(
                     code: .timeout,
-                    message: "no answer within \(Int(deadline.seconds)) s; the connection was closed (is the link or server down?)",
+                    message:
+                        "no answer within \(Int(deadline.seconds)) s; the connection was closed (is the link or server down?)",
                     target: target)
             }
         }

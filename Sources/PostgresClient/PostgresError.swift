@@ -89,4 +89,3 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
-

@@ -57,7 +57,8 @@ public struct PostgresRow: Sendable {
     /// Decodes the column named `name`.
     public func decode<T: PostgresDecodable>(_ name: String, as type: T.Type = T.self) throws -> T {
         guard let i = rows.column(name) else {
-            throw PostgresError(code: .decoding, message: "no column named \(name) (columns: \(rows.columns.joined(separator: ", ")))")
+            throw PostgresError(
+                code: .decoding, message: "no column named \(name) (columns: \(rows.columns.joined(separator: ", ")))")
         }
         return try decode(i, as: type)
     }
@@ -86,7 +87,9 @@ extension PostgresDecodable {
         return text
     }
     static func bad(_ text: UnsafeBufferPointer<UInt8>) -> PostgresError {
-        PostgresError(code: .decoding, message: "cannot read \"\(String(decoding: text.prefix(40), as: UTF8.self))\" as \(Self.self)")
+        PostgresError(
+            code: .decoding,
+            message: "cannot read \"\(String(decoding: text.prefix(40), as: UTF8.self))\" as \(Self.self)")
     }
 }
 
@@ -252,6 +255,7 @@ extension PostgresTimestamp {
             let s = String(v)
             return String(repeating: "0", count: max(0, w - s.count)) + s
         }
-        return "\(p(y, 4))-\(p(m, 2))-\(p(d, 2)) \(p(ms / 3_600_000, 2)):\(p(ms / 60_000 % 60, 2)):\(p(ms / 1000 % 60, 2)).\(p(ms % 1000, 3))+00"
+        return
+            "\(p(y, 4))-\(p(m, 2))-\(p(d, 2)) \(p(ms / 3_600_000, 2)):\(p(ms / 60_000 % 60, 2)):\(p(ms / 1000 % 60, 2)).\(p(ms % 1000, 3))+00"
     }
 }

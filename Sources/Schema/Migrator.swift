@@ -47,7 +47,8 @@ public struct Migrator: Sendable {
             for row in rows { applied[try row.decode(0, as: Int.self)] = try row.decode(1, as: String.self) }
             if let newest = applied.keys.max(), newest > (migrations.last?.version ?? 0) {
                 throw MigrationError(
-                    message: "the \(component.rawValue) database is at version \(newest), newer than this bcpipe knows (\(migrations.last?.version ?? 0)); upgrade bcpipe"
+                    message:
+                        "the \(component.rawValue) database is at version \(newest), newer than this bcpipe knows (\(migrations.last?.version ?? 0)); upgrade bcpipe"
                 )
             }
             var done: [Int] = []
@@ -55,7 +56,8 @@ public struct Migrator: Sendable {
                 if let checksum = applied[m.version] {
                     guard checksum == m.checksum else {
                         throw MigrationError(
-                            message: "migration \(component.rawValue)/\(m.version)_\(m.name) changed after it was applied; add a new migration instead of editing it"
+                            message:
+                                "migration \(component.rawValue)/\(m.version)_\(m.name) changed after it was applied; add a new migration instead of editing it"
                         )
                     }
                     continue

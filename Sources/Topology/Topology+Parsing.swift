@@ -20,7 +20,8 @@ extension Topology {
         } catch {
             throw TopologyError(
                 path: "",
-                message: "cannot read the topology file (\(error.localizedDescription)); pass --config PATH or set BCPIPE_CONFIG",
+                message:
+                    "cannot read the topology file (\(error.localizedDescription)); pass --config PATH or set BCPIPE_CONFIG",
                 file: path)
         }
         let base = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
@@ -99,7 +100,9 @@ struct TopologyReader {
 
     func hostPort(_ node: Node?, _ path: String) throws -> HostPort {
         let text = try string(node, path)
-        guard let hp = HostPort(text) else { throw fail(path, node, "must be host:port, e.g. 127.0.0.1:7101 (got \"\(text)\")") }
+        guard let hp = HostPort(text) else {
+            throw fail(path, node, "must be host:port, e.g. 127.0.0.1:7101 (got \"\(text)\")")
+        }
         return hp
     }
 
@@ -107,7 +110,8 @@ struct TopologyReader {
     where E.RawValue == String {
         let text = try string(node, path)
         guard let v = E(rawValue: text) else {
-            throw fail(path, node, "must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")) (got \"\(text)\")")
+            throw fail(
+                path, node, "must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")) (got \"\(text)\")")
         }
         return v
     }
@@ -131,23 +135,29 @@ struct TopologyReader {
         var sites: [Topology.Site] = []
         for (i, node) in try sequence(top["sites"], "sites").enumerated() {
             let p = "sites[\(i)]"
-            let m = try mapping(node, p, allowed: ["name", "postgres", "coordinator"], required: ["name", "postgres", "coordinator"])
+            let m = try mapping(
+                node, p, allowed: ["name", "postgres", "coordinator"], required: ["name", "postgres", "coordinator"])
             let name = try string(m["name"], "\(p).name")
             guard Self.isIdentifier(name.replacingOccurrences(of: "-", with: "_")) else {
                 throw fail("\(p).name", m["name"], "must be lower-case letters, digits, _ or - (got \"\(name)\")")
             }
-            if sites.contains(where: { $0.name == name }) { throw fail("\(p).name", m["name"], "site \"\(name)\" is defined twice") }
+            if sites.contains(where: { $0.name == name }) {
+                throw fail("\(p).name", m["name"], "site \"\(name)\" is defined twice")
+            }
             let postgres = try string(m["postgres"], "\(p).postgres")
             if postgres.range(of: "password", options: .caseInsensitive) != nil {
                 throw fail("\(p).postgres", m["postgres"], "must not contain a password: use PGPASSFILE or ~/.pgpass")
             }
-            sites.append(.init(name: name, postgres: postgres, coordinator: try hostPort(m["coordinator"], "\(p).coordinator")))
+            sites.append(
+                .init(name: name, postgres: postgres, coordinator: try hostPort(m["coordinator"], "\(p).coordinator")))
         }
         if sites.isEmpty { throw fail("sites", top["sites"], "must list at least one site") }
         let siteNames = Set(sites.map(\.name))
         func checkSite(_ node: Node?, _ path: String) throws -> String {
             let s = try string(node, path)
-            guard siteNames.contains(s) else { throw fail(path, node, "unknown site \"\(s)\"; sites are \(sites.map(\.name).joined(separator: ", "))") }
+            guard siteNames.contains(s) else {
+                throw fail(path, node, "unknown site \"\(s)\"; sites are \(sites.map(\.name).joined(separator: ", "))")
+            }
             return s
         }
 
@@ -159,7 +169,9 @@ struct TopologyReader {
             guard isValidSourceName(name) else {
                 throw fail("\(p).name", m["name"], "must be 1–128 characters of A–Z a–z 0–9 . _ / - (got \"\(name)\")")
             }
-            if sources.contains(where: { $0.name == name }) { throw fail("\(p).name", m["name"], "source \"\(name)\" is defined twice") }
+            if sources.contains(where: { $0.name == name }) {
+                throw fail("\(p).name", m["name"], "source \"\(name)\" is defined twice")
+            }
             sources.append(.init(name: name, site: try checkSite(m["site"], "\(p).site")))
         }
         let sourceNames = Set(sources.map(\.name))
@@ -172,28 +184,43 @@ struct TopologyReader {
                 node, p, allowed: ["name", "source", "idb", "listen", "queue_dir"],
                 required: ["name", "source", "idb", "listen", "queue_dir"])
             let name = try string(m["name"], "\(p).name")
-            if collectors.contains(where: { $0.name == name }) { throw fail("\(p).name", m["name"], "collector \"\(name)\" is defined twice") }
+            if collectors.contains(where: { $0.name == name }) {
+                throw fail("\(p).name", m["name"], "collector \"\(name)\" is defined twice")
+            }
             let source = try string(m["source"], "\(p).source")
-            guard sourceNames.contains(source) else { throw fail("\(p).source", m["source"], "unknown source \"\(source)\"") }
-            let idbMap = try mapping(m["idb"]!, "\(p).idb", allowed: ["site", "database"], required: ["site", "database"])
+            guard sourceNames.contains(source) else {
+                throw fail("\(p).source", m["source"], "unknown source \"\(source)\"")
+            }
+            let idbMap = try mapping(
+                m["idb"]!, "\(p).idb", allowed: ["site", "database"], required: ["site", "database"])
             let idbSite = try checkSite(idbMap["site"], "\(p).idb.site")
             let database = try string(idbMap["database"], "\(p).idb.database")
             guard Self.isIdentifier(database), database != Topology.martDatabase, database != "postgres" else {
-                throw fail("\(p).idb.database", idbMap["database"], "must be a lower-case identifier other than mart and postgres (got \"\(database)\")")
+                throw fail(
+                    "\(p).idb.database", idbMap["database"],
+                    "must be a lower-case identifier other than mart and postgres (got \"\(database)\")")
             }
             let idb = Topology.IDBRef(site: idbSite, database: database)
             if let other = collectors.first(where: { $0.idb == idb }) {
-                throw fail("\(p).idb", m["idb"], "IDB \(database) at \(idbSite) is already written by collector \(other.name): one collector per IDB")
+                throw fail(
+                    "\(p).idb", m["idb"],
+                    "IDB \(database) at \(idbSite) is already written by collector \(other.name): one collector per IDB"
+                )
             }
             let listen = try hostPort(m["listen"], "\(p).listen")
-            if let other = listens[listen] { throw fail("\(p).listen", m["listen"], "\(listen) is already the address of collector \(other)") }
+            if let other = listens[listen] {
+                throw fail("\(p).listen", m["listen"], "\(listen) is already the address of collector \(other)")
+            }
             listens[listen] = name
             var queueDir = try string(m["queue_dir"], "\(p).queue_dir")
-            if !queueDir.hasPrefix("/") { queueDir = URL(fileURLWithPath: baseDirectory).appendingPathComponent(queueDir).standardizedFileURL.path }
+            if !queueDir.hasPrefix("/") {
+                queueDir = URL(fileURLWithPath: baseDirectory).appendingPathComponent(queueDir).standardizedFileURL.path
+            }
             collectors.append(.init(name: name, source: source, idb: idb, listen: listen, queueDir: queueDir))
         }
         for (i, source) in sources.enumerated() where !collectors.contains(where: { $0.source == source.name }) {
-            throw fail("sources[\(i)]", nil, "source \"\(source.name)\" has no collector; give it an HA pair of collectors")
+            throw fail(
+                "sources[\(i)]", nil, "source \"\(source.name)\" has no collector; give it an HA pair of collectors")
         }
 
         var extractors: [Topology.Extractor] = []
@@ -201,13 +228,18 @@ struct TopologyReader {
             let p = "extractors[\(i)]"
             let m = try mapping(node, p, allowed: ["site", "role"], required: ["site", "role"])
             let site = try checkSite(m["site"], "\(p).site")
-            if extractors.contains(where: { $0.site == site }) { throw fail("\(p).site", m["site"], "site \"\(site)\" has two extractors") }
-            extractors.append(.init(site: site, role: try enumValue(m["role"], "\(p).role", Topology.ExtractorRole.self)))
+            if extractors.contains(where: { $0.site == site }) {
+                throw fail("\(p).site", m["site"], "site \"\(site)\" has two extractors")
+            }
+            extractors.append(
+                .init(site: site, role: try enumValue(m["role"], "\(p).role", Topology.ExtractorRole.self)))
         }
         let active = extractors.filter { $0.role == .active }.count
         switch deployment.mode {
         case .activeStandby where active != 1:
-            throw fail("extractors", top["extractors"], "active-standby needs exactly one extractor with role active (found \(active))")
+            throw fail(
+                "extractors", top["extractors"],
+                "active-standby needs exactly one extractor with role active (found \(active))")
         case .activeActive where active != extractors.count || extractors.isEmpty:
             throw fail("extractors", top["extractors"], "active-active needs every extractor to have role active")
         default: break
@@ -215,15 +247,22 @@ struct TopologyReader {
 
         var extract = Topology.ExtractSettings()
         if let node = top["extract"] {
-            let m = try mapping(node, "extract", allowed: ["data_stuck_threshold", "late_data", "interval"], required: [])
-            if m["data_stuck_threshold"] != nil { extract.dataStuckThreshold = try int(m["data_stuck_threshold"], "extract.data_stuck_threshold", min: 1) }
-            if m["late_data"] != nil { extract.lateData = try enumValue(m["late_data"], "extract.late_data", Topology.LateDataPolicy.self) }
+            let m = try mapping(
+                node, "extract", allowed: ["data_stuck_threshold", "late_data", "interval"], required: [])
+            if m["data_stuck_threshold"] != nil {
+                extract.dataStuckThreshold = try int(m["data_stuck_threshold"], "extract.data_stuck_threshold", min: 1)
+            }
+            if m["late_data"] != nil {
+                extract.lateData = try enumValue(m["late_data"], "extract.late_data", Topology.LateDataPolicy.self)
+            }
             if m["interval"] != nil { extract.interval = try number(m["interval"], "extract.interval") }
         }
         var reporting = Topology.ReportingSettings()
         if let node = top["reporting"] {
             let m = try mapping(node, "reporting", allowed: ["sla_seconds"], required: [])
-            if m["sla_seconds"] != nil { reporting.slaSeconds = try int(m["sla_seconds"], "reporting.sla_seconds", min: 0) }
+            if m["sla_seconds"] != nil {
+                reporting.slaSeconds = try int(m["sla_seconds"], "reporting.sla_seconds", min: 0)
+            }
         }
         return Topology(
             deployment: deployment, sites: sites, sources: sources, collectors: collectors, extractors: extractors,
@@ -233,7 +272,8 @@ struct TopologyReader {
     func isValidSourceName(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= 128 else { return false }
         return name.utf8.allSatisfy { b in
-            (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || (b >= 48 && b <= 57) || b == 46 || b == 95 || b == 47 || b == 45
+            (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || (b >= 48 && b <= 57) || b == 46 || b == 95 || b == 47
+                || b == 45
         }
     }
 }
@@ -256,7 +296,8 @@ extension Topology {
         var y = "deployment:\n  name: \(q(deployment.name))\n  mode: \(deployment.mode.rawValue)\n"
         y += "sites:\n"
         for s in sites {
-            y += "  - name: \(s.name)\n    postgres: \(q(s.postgres))\n    coordinator: \(q(s.coordinator.description))\n"
+            y +=
+                "  - name: \(s.name)\n    postgres: \(q(s.postgres))\n    coordinator: \(q(s.coordinator.description))\n"
         }
         y += "sources:\n"
         for s in sources { y += "  - { name: \(q(s.name)), site: \(s.site) }\n" }
@@ -264,12 +305,15 @@ extension Topology {
         for c in collectors {
             var dir = c.queueDir
             if let directory, dir.hasPrefix(directory + "/") { dir = String(dir.dropFirst(directory.count + 1)) }
-            y += "  - { name: \(q(c.name)), source: \(q(c.source)), idb: { site: \(c.idb.site), database: \(c.idb.database) }, listen: \(q(c.listen.description)), queue_dir: \(q(dir)) }\n"
+            y +=
+                "  - { name: \(q(c.name)), source: \(q(c.source)), idb: { site: \(c.idb.site), database: \(c.idb.database) }, listen: \(q(c.listen.description)), queue_dir: \(q(dir)) }\n"
         }
         y += "extractors:\n"
         for e in extractors { y += "  - { site: \(e.site), role: \(e.role.rawValue) }\n" }
-        y += "extract:\n  data_stuck_threshold: \(extract.dataStuckThreshold)\n  late_data: \(extract.lateData.rawValue)\n"
-        y += "  interval: \(extract.interval == extract.interval.rounded() ? String(Int(extract.interval)) : String(extract.interval))\n"
+        y +=
+            "extract:\n  data_stuck_threshold: \(extract.dataStuckThreshold)\n  late_data: \(extract.lateData.rawValue)\n"
+        y +=
+            "  interval: \(extract.interval == extract.interval.rounded() ? String(Int(extract.interval)) : String(extract.interval))\n"
         y += "reporting:\n  sla_seconds: \(reporting.slaSeconds)\n"
         return y
     }

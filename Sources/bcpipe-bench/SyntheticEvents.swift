@@ -52,7 +52,8 @@ struct SyntheticEvents: Sequence, IteratorProtocol {
         func make(_ type: EventType, _ delta: Int, agent: String? = nil, queue: String? = nil) -> Event {
             Event(
                 source: source, seq: 0, ts: at(delta), type: type, interaction: id,
-                media: type == .interactionCreated ? .voice : nil, direction: type == .interactionCreated ? .inbound : nil,
+                media: type == .interactionCreated ? .voice : nil,
+                direction: type == .interactionCreated ? .inbound : nil,
                 queue: queue, agent: agent, attrs: attrs)
         }
         pending.append(make(.interactionCreated, random(500)))
@@ -70,8 +71,10 @@ struct SyntheticEvents: Sequence, IteratorProtocol {
         }
         if random(3) == 0 {
             pending.append(
-                Event(source: source, seq: 0, ts: at(random(100)), type: random(2) == 0 ? .agentReady : .agentNotReady, agent: agent,
-                      reason: nil))
+                Event(
+                    source: source, seq: 0, ts: at(random(100)), type: random(2) == 0 ? .agentReady : .agentNotReady,
+                    agent: agent,
+                    reason: nil))
         }
     }
 }

@@ -11,7 +11,8 @@ import ZstdCompression
 // BENCH_BASE_PORT (default 27700) for the lab it starts, BENCH_ONLY (parse,zstd,copy).
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
-let only = Set((ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy").split(separator: ",").map(String.init))
+let only = Set(
+    (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy").split(separator: ",").map(String.init))
 let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-bench-\(getpid())").path
 try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: workDir) }
@@ -32,7 +33,9 @@ func timeShell(_ command: String) throws -> Double {
     return seconds(clock.now - start)
 }
 
-print("bcpipe benchmarks — \(eventCount) events, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+print(
+    "bcpipe benchmarks — \(eventCount) events, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
+)
 print("")
 
 // The events and their NDJSON.
@@ -74,7 +77,9 @@ if only.contains("parse") {
     }
     precondition(parsed == eventCount, "parsed \(parsed) of \(eventCount)")
     let t = median(times)
-    print("parse+validate    \(rate(Double(eventCount) / t))events/s   \(fmt(megabytes / t)) MB/s   (median of 3, one core)")
+    print(
+        "parse+validate    \(rate(Double(eventCount) / t))events/s   \(fmt(megabytes / t)) MB/s   (median of 3, one core)"
+    )
 }
 
 // 2. zstd level 3 in 1 MiB frames vs the zstd command line tool on the same bytes.
@@ -103,8 +108,12 @@ if only.contains("zstd") {
     let cliBytes = (try FileManager.default.attributesOfItem(atPath: file + ".zst")[.size] as? Int) ?? 1
     let t = median(times)
     let ct = median(cliTimes)
-    print("zstd -3 (library) \(fmt(megabytes / t)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(compressedBytes), 2))   (1 MiB frames)")
-    print("zstd -3 (CLI)     \(fmt(megabytes / ct)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(cliBytes), 2))   (one stream, -T1, includes process start and file I/O)")
+    print(
+        "zstd -3 (library) \(fmt(megabytes / t)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(compressedBytes), 2))   (1 MiB frames)"
+    )
+    print(
+        "zstd -3 (CLI)     \(fmt(megabytes / ct)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(cliBytes), 2))   (one stream, -T1, includes process start and file I/O)"
+    )
     print("  throughput vs CLI: \(fmt(ct / t, 2))×")
 }
 
@@ -113,8 +122,11 @@ if only.contains("copy") {
     let basePort = ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700
     var logger = Logger(label: "bench")
     logger.logLevel = .warning
-    let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        .deletingLastPathComponent().appendingPathComponent("bcpipe").path
+    let exe = URL(
+        fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
+    )
+    .deletingLastPathComponent().appendingPathComponent("bcpipe").path
     let lab = LocalLab(directory: workDir + "/lab", executable: exe, logger: logger)
     var options = LocalLab.Options()
     options.basePort = basePort
@@ -163,14 +175,18 @@ if only.contains("copy") {
         try await conn.execute("TRUNCATE public.bench_events")
         try await conn.execute("CHECKPOINT")
         psqlTimes.append(
-            try timeShell("psql '\(conninfo)' -q -v ON_ERROR_STOP=1 -c \"\\copy public.bench_events (\(columns)) FROM '\(rowsFile)'\""))
+            try timeShell(
+                "psql '\(conninfo)' -q -v ON_ERROR_STOP=1 -c \"\\copy public.bench_events (\(columns)) FROM '\(rowsFile)'\""
+            ))
     }
     let count = try await conn.query("SELECT count(*) FROM public.bench_events")[0].decode(0, as: Int.self)
     precondition(count == eventCount)
     await conn.close()
     let st = median(swiftTimes)
     let pt = median(psqlTimes)
-    print("COPY (Swift)      \(rate(Double(eventCount) / st))events/s   (encodes rows from events while streaming; median of 3)")
+    print(
+        "COPY (Swift)      \(rate(Double(eventCount) / st))events/s   (encodes rows from events while streaming; median of 3)"
+    )
     print("COPY (psql \\copy) \(rate(Double(eventCount) / pt))events/s   (pre-encoded file; median of 3)")
     print("  Swift / psql: \(fmt(pt / st, 2))   (goal ≥ 0.90)")
 }

@@ -20,12 +20,15 @@ extension BCPipe.DB {
 
         func run() async throws {
             let topology = try topologyOptions.load()
-            let sites = try site.map { name in
-                guard let s = topology.site(named: name) else {
-                    throw ValidationError("unknown site \"\(name)\"; the topology's sites are \(topology.sites.map(\.name).joined(separator: ", "))")
-                }
-                return [s]
-            } ?? topology.sites
+            let sites =
+                try site.map { name in
+                    guard let s = topology.site(named: name) else {
+                        throw ValidationError(
+                            "unknown site \"\(name)\"; the topology's sites are \(topology.sites.map(\.name).joined(separator: ", "))"
+                        )
+                    }
+                    return [s]
+                } ?? topology.sites
             let migrator = Migrator(logger: .cli)
             for s in sites {
                 for line in try await migrator.migrateSite(s, topology: topology) { print(line) }

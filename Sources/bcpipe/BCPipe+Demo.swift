@@ -14,10 +14,12 @@ extension BCPipe {
             abstract: "Run the local two-site lab and show the deployment (removes it unless --keep).")
         @Flag(help: "Leave the lab running afterwards.") var keep = false
         @Option(help: "Lab directory (default: a new temporary directory).") var dir: String?
-        @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int = 25_400
+        @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int =
+            25_400
 
         func run() async throws {
-            let directory = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-demo-\(getpid())").path
+            let directory =
+                dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-demo-\(getpid())").path
             let lab = LocalLab(directory: directory, executable: currentExecutable(), logger: .cli)
             var options = LocalLab.Options()
             options.basePort = basePort
@@ -40,8 +42,11 @@ extension BCPipe {
                             do {
                                 let conn = try await PostgresConnection.connect(config)
                                 let rows = try await conn.query(
-                                    "SELECT string_agg(component || ' v' || version, ', ' ORDER BY component, version) FROM public.bcpipe_migrations")
-                                print("   \(s.name)/\(database) (\(route)): schema \(try rows[0].decode(0, as: String.self))")
+                                    "SELECT string_agg(component || ' v' || version, ', ' ORDER BY component, version) FROM public.bcpipe_migrations"
+                                )
+                                print(
+                                    "   \(s.name)/\(database) (\(route)): schema \(try rows[0].decode(0, as: String.self))"
+                                )
                                 await conn.close()
                             } catch {
                                 failures += 1

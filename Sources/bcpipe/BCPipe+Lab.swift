@@ -14,7 +14,9 @@ extension BCPipe {
         static let configuration = CommandConfiguration(
             commandName: "lab",
             abstract: "Run a local two-site deployment: PostgreSQL servers, WAN link simulator, topology files.",
-            subcommands: [Up.self, Down.self, Link.self, FailSite.self, AddSite.self, LabStatus.self, WANSimulatorCommand.self])
+            subcommands: [
+                Up.self, Down.self, Link.self, FailSite.self, AddSite.self, LabStatus.self, WANSimulatorCommand.self,
+            ])
     }
 }
 
@@ -34,9 +36,12 @@ extension BCPipe.LabCommand {
             abstract: "Start the lab (idempotent); returns when every part is ready.")
         @OptionGroup var location: LabDirectory
         @Option(help: "active-standby or active-active.") var mode: Topology.Mode = .activeStandby
-        @Option(name: .customLong("stuck-threshold"), help: "extract.data_stuck_threshold, seconds.") var stuckThreshold: Int = 28_800
-        @Option(name: .customLong("late-data"), help: "discard or backfill.") var lateData: Topology.LateDataPolicy = .discard
-        @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int = 25_400
+        @Option(name: .customLong("stuck-threshold"), help: "extract.data_stuck_threshold, seconds.")
+        var stuckThreshold: Int = 28_800
+        @Option(name: .customLong("late-data"), help: "discard or backfill.") var lateData: Topology.LateDataPolicy =
+            .discard
+        @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int =
+            25_400
 
         func validate() throws {
             guard stuckThreshold >= 1 else { throw ValidationError("--stuck-threshold must be at least 1 second") }
@@ -51,12 +56,15 @@ extension BCPipe.LabCommand {
             let lab = location.lab
             try await lab.up(options)
             for line in try lab.status() { print(line) }
-            print("topology: \(lab.topologyPath) (per site: \(try lab.requireState().sites.map { lab.topologyPath(site: $0.name) }.joined(separator: ", ")))")
+            print(
+                "topology: \(lab.topologyPath) (per site: \(try lab.requireState().sites.map { lab.topologyPath(site: $0.name) }.joined(separator: ", ")))"
+            )
         }
     }
 
     struct Down: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop everything the lab started; no process is left behind.")
+        static let configuration = CommandConfiguration(
+            abstract: "Stop everything the lab started; no process is left behind.")
         @OptionGroup var location: LabDirectory
         @Flag(help: "Also delete the lab directory.") var remove = false
 
@@ -67,7 +75,8 @@ extension BCPipe.LabCommand {
     }
 
     struct Link: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Cut or restore the WAN between two sites, both directions.")
+        static let configuration = CommandConfiguration(
+            abstract: "Cut or restore the WAN between two sites, both directions.")
         @Argument var siteA: String
         @Argument var siteB: String
         @Argument(help: "up or down") var state: String
@@ -77,7 +86,9 @@ extension BCPipe.LabCommand {
         enum CutMode: String, ExpressibleByArgument { case refuse, blackhole }
 
         func validate() throws {
-            guard state == "up" || state == "down" else { throw ValidationError("the link state must be up or down (got \"\(state)\")") }
+            guard state == "up" || state == "down" else {
+                throw ValidationError("the link state must be up or down (got \"\(state)\")")
+            }
         }
 
         func run() async throws {
@@ -89,7 +100,8 @@ extension BCPipe.LabCommand {
 
     struct FailSite: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "fail-site", abstract: "Site disaster: SIGKILL the site's processes and stop its PostgreSQL server immediately.")
+            commandName: "fail-site",
+            abstract: "Site disaster: SIGKILL the site's processes and stop its PostgreSQL server immediately.")
         @Argument var site: String
         @OptionGroup var location: LabDirectory
 
@@ -109,12 +121,15 @@ extension BCPipe.LabCommand {
             let lab = location.lab
             let state = try await lab.addSite(site)
             guard let s = state.site(site) else { return }
-            print("site \(site) ready: PostgreSQL 127.0.0.1:\(state.postgresPort(s)), topology \(lab.topologyPath(site: site))")
+            print(
+                "site \(site) ready: PostgreSQL 127.0.0.1:\(state.postgresPort(s)), topology \(lab.topologyPath(site: site))"
+            )
         }
     }
 
     struct LabStatus: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the lab's servers and links.")
+        static let configuration = CommandConfiguration(
+            commandName: "status", abstract: "Show the lab's servers and links.")
         @OptionGroup var location: LabDirectory
 
         func run() async throws {
@@ -124,7 +139,8 @@ extension BCPipe.LabCommand {
 
     struct WANSimulatorCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "wan-simulator", abstract: "Run the WAN link simulator (started by lab up).", shouldDisplay: false)
+            commandName: "wan-simulator", abstract: "Run the WAN link simulator (started by lab up).",
+            shouldDisplay: false)
         @OptionGroup var location: LabDirectory
 
         func run() async throws {

@@ -33,7 +33,8 @@ extension BCPipe {
                 var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
                 config.connectTimeout = 3
                 config.statementTimeoutMilliseconds = 5_000
-                var status = SiteStatus(name: site.name, reachable: false, databases: topology.databases(atSite: site.name))
+                var status = SiteStatus(
+                    name: site.name, reachable: false, databases: topology.databases(atSite: site.name))
                 do {
                     let conn = try await PostgresConnection.connect(config)
                     let rows = try await conn.query("SELECT phase, epoch FROM control.deployment")
@@ -48,7 +49,8 @@ extension BCPipe {
                 }
                 sites.append(status)
             }
-            let report = Report(deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, sites: sites)
+            let report = Report(
+                deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, sites: sites)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -58,7 +60,9 @@ extension BCPipe {
             print("deployment \(report.deployment): mode \(report.mode)")
             for s in sites {
                 if s.reachable {
-                    print("  \(s.name): reachable, phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))")
+                    print(
+                        "  \(s.name): reachable, phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
+                    )
                 } else {
                     print("  \(s.name): UNREACHABLE — \(s.error ?? "")")
                 }

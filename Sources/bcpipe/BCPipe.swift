@@ -48,6 +48,10 @@ struct BCPipe: AsyncParsableCommand {
             Foundation.exit(0)
         } catch let exitCode as ExitCode {
             Foundation.exit(exitCode.rawValue)
+        } catch  where exitCode(for: error) == .success {
+            // --help on a command group, or a command that ends with a clean exit.
+            print(fullMessage(for: error))
+            Foundation.exit(0)
         } catch {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             switch error {

@@ -6,7 +6,7 @@ import Testing
 import Topology
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("WAN link simulator", .serialized)
@@ -101,13 +101,17 @@ struct LabLifecycleTests {
     @Test func upIsIdempotentMigrationsToo_downLeavesNoProcess() async throws {
         let lab = try await TestLab.fresh(offset: 100, name: "lifecycle")
         let state = try lab.requireState()
-        let before = state.sites.map { PostgresServer(directory: lab.directory + "/sites/\($0.name)", port: state.postgresPort($0)).postmasterPID }
+        let before = state.sites.map {
+            PostgresServer(directory: lab.directory + "/sites/\($0.name)", port: state.postgresPort($0)).postmasterPID
+        }
         #expect(before.allSatisfy { $0 != nil })
 
         var options = LocalLab.Options()
         options.basePort = state.basePort
         try await lab.up(options)
-        let after = state.sites.map { PostgresServer(directory: lab.directory + "/sites/\($0.name)", port: state.postgresPort($0)).postmasterPID }
+        let after = state.sites.map {
+            PostgresServer(directory: lab.directory + "/sites/\($0.name)", port: state.postgresPort($0)).postmasterPID
+        }
         #expect(before == after, "a second lab up leaves the running servers alone")
 
         // Every database exists and is migrated; migrating again applies nothing.
@@ -144,7 +148,9 @@ struct LabLifecycleTests {
         addr.sin_port = in_port_t(UInt16(base + 12).bigEndian)  // site2's PostgreSQL
         addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(blocker, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(blocker, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         #expect(bound == 0)
         listen(blocker, 1)

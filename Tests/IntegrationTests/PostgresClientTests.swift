@@ -36,7 +36,8 @@ struct PostgresClientTests {
         let nasty = "x'); DROP TABLE control.journal; --"
         try await conn.query("INSERT INTO t VALUES ($1)", [nasty])
         #expect(try await conn.query("SELECT v FROM t")[0].decode(0, as: String.self) == nasty)
-        #expect(try await conn.query("SELECT count(*) FROM control.journal").count == 1, "the journal table still exists")
+        #expect(
+            try await conn.query("SELECT count(*) FROM control.journal").count == 1, "the journal table still exists")
         await conn.close()
     }
 
@@ -72,7 +73,8 @@ struct PostgresClientTests {
     }
 
     @Test func connectionErrorsNeverShowThePassword() async throws {
-        var config = PostgresConfiguration(conninfo: "host=127.0.0.1 port=1 user=bcpipe password=hunter2", database: "mart")
+        var config = PostgresConfiguration(
+            conninfo: "host=127.0.0.1 port=1 user=bcpipe password=hunter2", database: "mart")
         config.connectTimeout = 2
         do {
             _ = try await PostgresConnection.connect(config)
@@ -82,7 +84,9 @@ struct PostgresClientTests {
             #expect(e.isConnectionProblem)
             #expect(!e.description.contains("hunter2"))
         }
-        #expect(PostgresError(code: .server, message: "bad conninfo password=hunter2 host=x").description.contains("hunter2") == false)
+        #expect(
+            PostgresError(code: .server, message: "bad conninfo password=hunter2 host=x").description.contains(
+                "hunter2") == false)
     }
 
     @Test func transactionsCommitAndRollBack() async throws {
@@ -124,7 +128,9 @@ struct PostgresClientTests {
         #expect(try rows[0].decode(0, as: Int.self) == count)
         #expect(try rows[0].decode(1, as: Int.self) == count / 2)
         #expect(try rows[0].decode(2, as: Int.self) == count - 1)
-        #expect(try await conn.query("SELECT s FROM c WHERE id = 7")[0].decode(0, as: String.self) == "tab\there\nnew\\line 7 é")
+        #expect(
+            try await conn.query("SELECT s FROM c WHERE id = 7")[0].decode(0, as: String.self)
+                == "tab\there\nnew\\line 7 é")
         await conn.close()
     }
 
@@ -186,7 +192,9 @@ struct PostgresClientTests {
 
     @Test func statementTimeoutIsSetByDefault() async throws {
         let lab = try await TestLab.shared.get()
-        let conn = try await TestLab.connect(lab, site: "site1", database: "mart") { $0.statementTimeoutMilliseconds = 300 }
+        let conn = try await TestLab.connect(lab, site: "site1", database: "mart") {
+            $0.statementTimeoutMilliseconds = 300
+        }
         #expect(try await conn.query("SHOW statement_timeout")[0].decode(0, as: String.self) == "300ms")
         do {
             try await conn.query("SELECT pg_sleep(5)")
@@ -204,7 +212,8 @@ struct PostgresClientTests {
         let port = state.postgresPort(state.sites[0])
         // The first host refuses; libpq moves on to the second, which is writable.
         var config = PostgresConfiguration(
-            conninfo: "host=127.0.0.1,127.0.0.1 port=1,\(port) user=bcpipe target_session_attrs=read-write", database: "mart")
+            conninfo: "host=127.0.0.1,127.0.0.1 port=1,\(port) user=bcpipe target_session_attrs=read-write",
+            database: "mart")
         config.connectTimeout = 2
         let conn = try await PostgresConnection.connect(config)
         #expect(try await conn.query("SELECT inet_server_port()")[0].decode(0, as: Int.self) == port)

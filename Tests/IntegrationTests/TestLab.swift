@@ -5,7 +5,7 @@ import PostgresClient
 import Topology
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The lab the integration tests share: started once per test process in a temporary
@@ -24,13 +24,15 @@ actor TestLab {
     /// The `bcpipe` executable built beside the test bundle (the lab runs its WAN simulator).
     static var executable: String {
         if let env = ProcessInfo.processInfo.environment["BCPIPE_BIN"] { return env }
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let me =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("bcpipe").path
     }
 
     static func makeLab(name: String) throws -> LocalLab {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
-            throw LabError("the bcpipe executable is not at \(executable): build it first (swift build), or set BCPIPE_BIN")
+            throw LabError(
+                "the bcpipe executable is not at \(executable): build it first (swift build), or set BCPIPE_BIN")
         }
         let dir = "/tmp/bcpipe-test-\(getpid())-\(name)"
         var logger = Logger(label: "test-lab")

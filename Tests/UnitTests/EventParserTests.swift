@@ -55,35 +55,113 @@ struct EventParserTests {
         (#"{"source":"s","ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: is required"),
         (#"{"source":"s","seq":1,"type":"heartbeat"}"#, "line 1: ts: is required"),
         (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z"}"#, "line 1: type: is required"),
-        (#"{"source":"s","seq":-1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: must be an integer ≥ 0"),
-        (#"{"source":"s","seq":"5","ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: must be an integer ≥ 0"),
-        (#"{"source":"s","seq":1.5,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: must be an integer ≥ 0 (got a fraction or exponent)"),
-        (#"{"source":"s","seq":9223372036854775808,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: must be less than 2^63"),
-        (#"{"source":"s","seq":99999999999999999999999,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: must be less than 2^63"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21 10:00","type":"heartbeat"}"#, "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00","type":"heartbeat"}"#, "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"),
-        (#"{"source":"s","seq":1,"ts":"2026-02-30T10:00:00Z","type":"heartbeat"}"#, "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"),
-        (#"{"source":"s","seq":1,"ts":1700000000,"type":"heartbeat"}"#, "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"call.started"}"#, "line 1: type: unknown event type \"call.started\"; expected one of interaction.created, interaction.queued, interaction.answered, interaction.held, interaction.retrieved, interaction.transferred, interaction.abandoned, interaction.ended, agent.login, agent.ready, agent.not_ready, agent.logout, heartbeat"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.queued","queue":"q"}"#, "line 1: interaction: is required for interaction.queued"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.queued","interaction":"c"}"#, "line 1: queue: is required for interaction.queued"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c"}"#, "line 1: media: is required for interaction.created"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c","media":"fax"}"#, "line 1: media: must be one of voice, chat, email, callback (got \"fax\")"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c","media":"voice","direction":"up"}"#, "line 1: direction: must be one of inbound, outbound, internal (got \"up\")"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready"}"#, "line 1: agent: is required for agent.ready"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":5}"#, "line 1: agent: must be a string"),
-        (#"{"source":"bad source!","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: source: must be 1–128 characters of A–Z a–z 0–9 . _ / - (got \"bad source!\")"),
-        (#"{"source":"","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: source: must be 1–128 characters of A–Z a–z 0–9 . _ / - (got \"\")"),
-        (#"{"source":"s","seq":1,"seq":2,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, "line 1: seq: appears more than once"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a\u0000b"}"#, "line 1: agent: must not contain the NUL character (U+0000)"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\ud800"}"#, "line 1: agent: unpaired UTF-16 surrogate in \\u escape"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":{"k":1}}"#, "line 1: attrs.k: must be a string"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":[]}"#, "line 1: attrs: must be an object of string values"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":{"k":"1","k":"2"}}"#, "line 1: attrs.k: appears more than once"),
+        (
+            #"{"source":"s","seq":-1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: must be an integer ≥ 0"
+        ),
+        (
+            #"{"source":"s","seq":"5","ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: must be an integer ≥ 0"
+        ),
+        (
+            #"{"source":"s","seq":1.5,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: must be an integer ≥ 0 (got a fraction or exponent)"
+        ),
+        (
+            #"{"source":"s","seq":9223372036854775808,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: must be less than 2^63"
+        ),
+        (
+            #"{"source":"s","seq":99999999999999999999999,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: must be less than 2^63"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21 10:00","type":"heartbeat"}"#,
+            "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00","type":"heartbeat"}"#,
+            "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-02-30T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":1700000000,"type":"heartbeat"}"#,
+            "line 1: ts: must be an RFC 3339 time with offset, e.g. 2026-11-21T10:00:00.123Z"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"call.started"}"#,
+            "line 1: type: unknown event type \"call.started\"; expected one of interaction.created, interaction.queued, interaction.answered, interaction.held, interaction.retrieved, interaction.transferred, interaction.abandoned, interaction.ended, agent.login, agent.ready, agent.not_ready, agent.logout, heartbeat"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.queued","queue":"q"}"#,
+            "line 1: interaction: is required for interaction.queued"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.queued","interaction":"c"}"#,
+            "line 1: queue: is required for interaction.queued"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c"}"#,
+            "line 1: media: is required for interaction.created"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c","media":"fax"}"#,
+            "line 1: media: must be one of voice, chat, email, callback (got \"fax\")"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"c","media":"voice","direction":"up"}"#,
+            "line 1: direction: must be one of inbound, outbound, internal (got \"up\")"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready"}"#,
+            "line 1: agent: is required for agent.ready"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":5}"#,
+            "line 1: agent: must be a string"
+        ),
+        (
+            #"{"source":"bad source!","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: source: must be 1–128 characters of A–Z a–z 0–9 . _ / - (got \"bad source!\")"
+        ),
+        (
+            #"{"source":"","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: source: must be 1–128 characters of A–Z a–z 0–9 . _ / - (got \"\")"
+        ),
+        (
+            #"{"source":"s","seq":1,"seq":2,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#,
+            "line 1: seq: appears more than once"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a\u0000b"}"#,
+            "line 1: agent: must not contain the NUL character (U+0000)"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\ud800"}"#,
+            "line 1: agent: unpaired UTF-16 surrogate in \\u escape"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":{"k":1}}"#,
+            "line 1: attrs.k: must be a string"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":[]}"#,
+            "line 1: attrs: must be an object of string values"
+        ),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"a","attrs":{"k":"1","k":"2"}}"#,
+            "line 1: attrs.k: appears more than once"
+        ),
         (#"[1,2]"#, "line 1: not a JSON object: a line must be one {…} event"),
         (#"{"source":"s","seq":1"#, "line 1: invalid JSON at byte 22: unterminated object"),
         (#"{"source":"s" "seq":1}"#, "line 1: invalid JSON at byte 15: expected ',' or '}'"),
-        (#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"} x"#, "line 1: invalid JSON at byte 71: unexpected characters after the event object"),
+        (
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"} x"#,
+            "line 1: invalid JSON at byte 71: unexpected characters after the event object"
+        ),
         (#"{source:"s"}"#, "line 1: invalid JSON at byte 2: expected a field name in double quotes"),
     ])
     func rejectsWithTheFieldAtFault(line: String, expected: String) {
@@ -127,18 +205,24 @@ struct EventParserTests {
         let long = String(repeating: "é", count: 129)
         let r = parse(#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\#(long)"}"#)
         #expect(r.rejected.first?.description == "line 1: agent: must be at most 128 characters")
-        let ok = parse(#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\#(String(repeating: "é", count: 128))"}"#)
+        let ok = parse(
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\#(String(repeating: "é", count: 128))"}"#
+        )
         #expect(ok.rejected.isEmpty, "128 characters of two bytes each are fine")
         let attrs = (0...64).map { #""k\#($0)":"v""# }.joined(separator: ",")
         let r2 = parse(#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","attrs":{\#(attrs)}}"#)
         #expect(r2.rejected.first?.description == "line 1: attrs: must have at most 64 keys")
         let big = String(repeating: "v", count: 1025)
-        let r3 = parse(#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","attrs":{"seg":"\#(big)"}}"#)
+        let r3 = parse(
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","attrs":{"seg":"\#(big)"}}"#)
         #expect(r3.rejected.first?.description == "line 1: attrs.seg: must be at most 1024 characters")
-        let huge = #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","pad":""#
+        let huge =
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","pad":""#
             + String(repeating: "x", count: 70_000) + #""}"#
         let r4 = parse(huge)
-        #expect(r4.rejected.first?.description == "line 1: line is \(huge.utf8.count) bytes, longer than the limit of 65536")
+        #expect(
+            r4.rejected.first?.description == "line 1: line is \(huge.utf8.count) bytes, longer than the limit of 65536"
+        )
     }
 
     @Test func ignoresUnknownFieldsOfAnyShapeButBoundsNesting() {
@@ -153,14 +237,18 @@ struct EventParserTests {
 
     @Test func sqlLookingValuesAreJustData() throws {
         let nasty = #"x'); DROP TABLE idb.events; --"#
-        let r = parse(#"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\#(nasty)","attrs":{"q":"' OR 1=1 --"}}"#)
+        let r = parse(
+            #"{"source":"s","seq":1,"ts":"2026-11-21T10:00:00Z","type":"agent.ready","agent":"\#(nasty)","attrs":{"q":"' OR 1=1 --"}}"#
+        )
         let e = try #require(r.events.first)
         #expect(e.agent == nasty)
         #expect(e.attrs["q"] == "' OR 1=1 --")
     }
 
     @Test func numbersLinesAndSkipsBlankOnes() {
-        let body = "\n" + Self.good + "\r\n   \n" + "{bad\n" + Self.good.replacingOccurrences(of: "\"seq\":7", with: "\"seq\":8")
+        let body =
+            "\n" + Self.good + "\r\n   \n" + "{bad\n"
+            + Self.good.replacingOccurrences(of: "\"seq\":7", with: "\"seq\":8")
         let r = parse(body)
         #expect(r.lines == [2, 5])
         #expect(r.rejected.map(\.line) == [4])
@@ -170,17 +258,23 @@ struct EventParserTests {
     @Test func unknownSourcesAreRejectedWhenTheTopologyIsKnown() {
         let p = EventParser(isKnownSource: { $0 == "site1/voice" })
         let r = p.parse(body: Array(Self.good.replacingOccurrences(of: "site1/voice", with: "site9/voice").utf8))
-        #expect(r.rejected.first?.description == "line 1: source: unknown source \"site9/voice\": not a source of the topology")
+        #expect(
+            r.rejected.first?.description
+                == "line 1: source: unknown source \"site9/voice\": not a source of the topology")
         #expect(p.parse(body: Array(Self.good.utf8)).events.count == 1)
     }
 
     @Test func encoderRoundTrips() throws {
         let e = Event(
-            source: "site2/chat", seq: 1 << 62, ts: Timestamp(rfc3339: "2026-01-02T03:04:05.006Z")!, type: .interactionCreated,
+            source: "site2/chat", seq: 1 << 62, ts: Timestamp(rfc3339: "2026-01-02T03:04:05.006Z")!,
+            type: .interactionCreated,
             interaction: "c\"1\\\n\t", media: .email, direction: .outbound, queue: nil, agent: "日本", reason: nil,
             attrs: ["b": "2", "a": "1\u{1}"])
         let line = e.json
-        #expect(line.hasPrefix(#"{"source":"site2/chat","seq":4611686018427387904,"ts":"2026-01-02T03:04:05.006Z","type":"interaction.created""#))
+        #expect(
+            line.hasPrefix(
+                #"{"source":"site2/chat","seq":4611686018427387904,"ts":"2026-01-02T03:04:05.006Z","type":"interaction.created""#
+            ))
         let back = try #require(parse(line).events.first)
         #expect(back == e)
     }
@@ -194,7 +288,8 @@ struct EventParserTests {
             #"{"source":"a.b/c-d_e","seq":0,"ts":"2026-11-21T10:00:00+05:30","type":"interaction.created","interaction":"x","media":"voice","attrs":{"lang":"fr","seg":"gold"}}"#,
             #"{"source":"s","seq":3,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","extra":[{"a":null}]}"#,
         ]
-        let alphabet = Array(#"{}[]":,\"0123456789.-eE tfnul\u00ff"#.utf8) + [0x00, 0x0A, 0x0D, 0x80, 0xC3, 0xE2, 0xF0, 0xFF]
+        let alphabet =
+            Array(#"{}[]":,\"0123456789.-eE tfnul\u00ff"#.utf8) + [0x00, 0x0A, 0x0D, 0x80, 0xC3, 0xE2, 0xF0, 0xFF]
         for _ in 0..<3000 {
             var bytes = Array(seeds[Int(rng.next() % UInt64(seeds.count))].utf8)
             let mutations = 1 + Int(rng.next() % 6)

@@ -27,7 +27,8 @@ struct SchemaAndLabPlanTests {
 
     @Test func portsAreDistinctAndBelowTheEphemeralRange() {
         let s = state(sites: 4)
-        let ports = s.ports.map(\.0) + s.sites.map { s.coordinatorPort($0) }
+        let ports =
+            s.ports.map(\.0) + s.sites.map { s.coordinatorPort($0) }
             + (1...2).flatMap { i in (0...1).map { s.collectorPort(siteIndex: i, member: $0) } }
         #expect(Set(ports).count == ports.count)
         #expect(ports.allSatisfy { $0 > 1024 && $0 < 32_768 })
@@ -48,7 +49,8 @@ struct SchemaAndLabPlanTests {
         }
         let site1View = s.topology(directory: "/lab", viewpoint: "site1")
         #expect(site1View.sites[0].postgres == "host=127.0.0.1 port=25411 user=bcpipe")
-        #expect(site1View.sites[1].postgres == "host=127.0.0.1 port=25441 user=bcpipe", "site2 through the WAN from site1")
+        #expect(
+            site1View.sites[1].postgres == "host=127.0.0.1 port=25441 user=bcpipe", "site2 through the WAN from site1")
         let direct = s.topology(directory: "/lab", viewpoint: nil)
         #expect(direct.sites[1].postgres == "host=127.0.0.1 port=25412 user=bcpipe")
     }

@@ -41,7 +41,9 @@ struct TopologyTests {
         #expect(t.sites[0].coordinator == HostPort(host: "127.0.0.1", port: 7901))
         #expect(t.collectors.count == 4)
         #expect(t.collectors[1].idb == .init(site: "site2", database: "idb_site1_b"))
-        #expect(t.collectors[0].queueDir == "/srv/bcpipe/var/site1-a", "relative queue_dir resolves against the file's directory")
+        #expect(
+            t.collectors[0].queueDir == "/srv/bcpipe/var/site1-a",
+            "relative queue_dir resolves against the file's directory")
         #expect(t.extract.dataStuckThreshold == 28_800)
         #expect(t.extract.lateData == .discard)
         #expect(t.reporting.slaSeconds == 20)
@@ -69,19 +71,44 @@ struct TopologyTests {
 
     @Test func namesTheBadKeyPath() {
         #expect(
-            error(replacing: "idb: { site: site2, database: idb_site2_a }", with: "idb: { site: site9, database: idb_site2_a }")
+            error(
+                replacing: "idb: { site: site2, database: idb_site2_a }",
+                with: "idb: { site: site9, database: idb_site2_a }")
                 == "collectors[2].idb.site: unknown site \"site9\"; sites are site1, site2")
-        #expect(error(replacing: "mode: active-standby  ", with: "mode: hot-warm  ") == "deployment.mode: must be one of active-active, active-standby (got \"hot-warm\")")
-        #expect(error(replacing: "role: standby", with: "role: active") == "extractors: active-standby needs exactly one extractor with role active (found 2)")
-        #expect(error(replacing: "listen: 127.0.0.1:7102", with: "listen: 127.0.0.1:7101") == "collectors[1].listen: 127.0.0.1:7101 is already the address of collector site1-a")
-        #expect(error(replacing: "listen: 127.0.0.1:7202", with: "listen: localhost") == "collectors[3].listen: must be host:port, e.g. 127.0.0.1:7101 (got \"localhost\")")
-        #expect(error(replacing: "late_data: discard", with: "late_data: keep") == "extract.late_data: must be one of discard, backfill (got \"keep\")")
-        #expect(error(replacing: "data_stuck_threshold: 28800", with: "data_stuck_threshold: -5") == "extract.data_stuck_threshold: must be an integer ≥ 1")
-        #expect(error(replacing: "sla_seconds: 20", with: "sla_secs: 20") == "reporting.sla_secs: unknown key; expected one of sla_seconds")
-        #expect(error(replacing: "{ name: site2/voice, site: site2 }", with: "{ name: site1/voice, site: site2 }") == "sources[1].name: source \"site1/voice\" is defined twice")
-        #expect(error(replacing: "port=25432 user=bcpipe", with: "port=25432 user=bcpipe password=hunter2") == "sites[1].postgres: must not contain a password: use PGPASSFILE or ~/.pgpass")
-        #expect(error(replacing: "database: idb_site2_b", with: "database: Idb-2") == "collectors[3].idb.database: must be a lower-case identifier other than mart and postgres (got \"Idb-2\")")
-        #expect(error(replacing: "  - { site: site2, role: standby }\n", with: "  - { site: site1, role: standby }\n") == "extractors[1].site: site \"site1\" has two extractors")
+        #expect(
+            error(replacing: "mode: active-standby  ", with: "mode: hot-warm  ")
+                == "deployment.mode: must be one of active-active, active-standby (got \"hot-warm\")")
+        #expect(
+            error(replacing: "role: standby", with: "role: active")
+                == "extractors: active-standby needs exactly one extractor with role active (found 2)")
+        #expect(
+            error(replacing: "listen: 127.0.0.1:7102", with: "listen: 127.0.0.1:7101")
+                == "collectors[1].listen: 127.0.0.1:7101 is already the address of collector site1-a")
+        #expect(
+            error(replacing: "listen: 127.0.0.1:7202", with: "listen: localhost")
+                == "collectors[3].listen: must be host:port, e.g. 127.0.0.1:7101 (got \"localhost\")")
+        #expect(
+            error(replacing: "late_data: discard", with: "late_data: keep")
+                == "extract.late_data: must be one of discard, backfill (got \"keep\")")
+        #expect(
+            error(replacing: "data_stuck_threshold: 28800", with: "data_stuck_threshold: -5")
+                == "extract.data_stuck_threshold: must be an integer ≥ 1")
+        #expect(
+            error(replacing: "sla_seconds: 20", with: "sla_secs: 20")
+                == "reporting.sla_secs: unknown key; expected one of sla_seconds")
+        #expect(
+            error(replacing: "{ name: site2/voice, site: site2 }", with: "{ name: site1/voice, site: site2 }")
+                == "sources[1].name: source \"site1/voice\" is defined twice")
+        #expect(
+            error(replacing: "port=25432 user=bcpipe", with: "port=25432 user=bcpipe password=hunter2")
+                == "sites[1].postgres: must not contain a password: use PGPASSFILE or ~/.pgpass")
+        #expect(
+            error(replacing: "database: idb_site2_b", with: "database: Idb-2")
+                == "collectors[3].idb.database: must be a lower-case identifier other than mart and postgres (got \"Idb-2\")"
+        )
+        #expect(
+            error(replacing: "  - { site: site2, role: standby }\n", with: "  - { site: site1, role: standby }\n")
+                == "extractors[1].site: site \"site1\" has two extractors")
     }
 
     @Test func refusesMissingAndMalformedFiles() {

@@ -7,7 +7,9 @@ import Testing
 struct ZstdTests {
     func sample(_ n: Int, seed: UInt64) -> [UInt8] {
         var rng = SplitMix64(seed: seed)
-        let words = ["site1/voice", "interaction.queued", "\"agent\":", "sales", "2026-11-21T10:00:00.123Z", "{", "}", ","]
+        let words = [
+            "site1/voice", "interaction.queued", "\"agent\":", "sales", "2026-11-21T10:00:00.123Z", "{", "}", ",",
+        ]
         var out: [UInt8] = []
         while out.count < n { out.append(contentsOf: words[Int(rng.next() % UInt64(words.count))].utf8) }
         return Array(out.prefix(n))
@@ -74,8 +76,16 @@ struct ZstdTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data(try Zstd.compress(input)).write(to: dir.appendingPathComponent("ours.zst"))
         try Data(input).write(to: dir.appendingPathComponent("plain"))
-        for args in [["-q", "-d", "-f", dir.appendingPathComponent("ours.zst").path, "-o", dir.appendingPathComponent("ours.out").path],
-                     ["-q", "-3", "-f", dir.appendingPathComponent("plain").path, "-o", dir.appendingPathComponent("cli.zst").path]] {
+        for args in [
+            [
+                "-q", "-d", "-f", dir.appendingPathComponent("ours.zst").path, "-o",
+                dir.appendingPathComponent("ours.out").path,
+            ],
+            [
+                "-q", "-3", "-f", dir.appendingPathComponent("plain").path, "-o",
+                dir.appendingPathComponent("cli.zst").path,
+            ],
+        ] {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/zstd")
             p.arguments = args

@@ -1,0 +1,63 @@
+import Foundation
+import Lab
+import Testing
+
+@Suite("bcpipe command line")
+struct CLITests {
+    func bcpipe(_ args: [String]) throws -> Processes.Output {
+        try Processes.run([TestLab.executable] + args, timeout: 120)
+    }
+
+    @Test func dbMigrateIsIdempotentThroughTheCommand() async throws {
+        let lab = try await TestLab.shared.get()
+        let out = try bcpipe(["db", "migrate", "--config", lab.topologyPath(site: "site1"), "--site", "site1"])
+        #expect(out.status == 0, "\(out.text)")
+        #expect(out.text.contains("site1/mart: up to date (version 1)"), "\(out.text)")
+        #expect(out.text.contains("site1/idb_site1_a: up to date"))
+        let status = try bcpipe(["status", "--config", lab.topologyPath, "--json"])
+        #expect(status.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
+        let sites = json?["sites"] as? [[String: Any]]
+        #expect(sites?.count == 2)
+        #expect(sites?.allSatisfy { $0["reachable"] as? Bool == true && $0["phase"] as? String == "normal" } == true)
+    }
+
+    @Test func aBadTopologyExitsTwoNamingTheKey() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bcpipe.yaml").path
+        try """
+        deployment: { name: x, mode: active-active }
+        sites:
+          - { name: site1, postgres: "host=127.0.0.1 port=1", coordinator: "127.0.0.1:1" }
+        sources:
+          - { name: site1/voice, site: site1 }
+        collectors:
+          - { name: c, source: site1/voice, idb: { site: site9, database: idb_a }, listen: "127.0.0.1:2", queue_dir: q }
+        extractors:
+          - { site: site1, role: active }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let out = try bcpipe(["db", "migrate", "--config", path])
+        #expect(out.status == 2)
+        #expect(out.text.contains("collectors[0].idb.site: unknown site \"site9\""), "\(out.text)")
+
+        let env = try Processes.run(["/usr/bin/env", "BCPIPE_CONFIG=\(path)", TestLab.executable, "status"])
+        #expect(env.status == 2, "BCPIPE_CONFIG is the default --config")
+        #expect(env.text.contains(path))
+    }
+
+    @Test func usageErrorsExitTwoAndLabErrorsOne() throws {
+        let bad = try bcpipe(["lab", "link", "site1", "site2", "sideways", "--dir", "/tmp/none"])
+        #expect(bad.status == 2)
+        #expect(bad.text.contains("the link state must be up or down"))
+        let unknown = try bcpipe(["no-such-command"])
+        #expect(unknown.status == 2)
+        let noLab = try bcpipe(["lab", "status", "--dir", "/tmp/bcpipe-no-lab-here"])
+        #expect(noLab.status == 1)
+        #expect(noLab.text.contains("no lab in /tmp/bcpipe-no-lab-here; start one with `bcpipe lab up"))
+        let help = try bcpipe(["--help"])
+        #expect(help.status == 0)
+        #expect(help.text.contains("lab"))
+    }
+}
