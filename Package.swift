@@ -24,11 +24,13 @@ let package = Package(
         // PostgreSQL client over libpq: connections as actors on their own threads.
         .target(
             name: "PostgresClient",
-            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CLibPQ", "CivilTime", .product(name: "Logging", package: "swift-log")]),
+        // UTC calendar arithmetic shared by event timestamps and the PostgreSQL codec.
+        .target(name: "CivilTime"),
         // zstd buffers and streams.
         .target(name: "ZstdCompression", dependencies: ["CZstd"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
-        .target(name: "EventModel"),
+        .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
         .target(name: "Topology", dependencies: ["Yams"]),
         // SQL/ migrations embedded at build time, and the migrator.

@@ -1,3 +1,5 @@
+import CivilTime
+
 /// An instant in UTC with millisecond precision, as events carry and the IDB stores it.
 public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Milliseconds since 1970-01-01T00:00:00Z.
@@ -30,14 +32,8 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Appends the UTC RFC 3339 form to `out`.
     public func appendRFC3339(to out: inout [UInt8]) {
-        let ms = millisecondsSinceEpoch
-        var days = ms / 86_400_000
-        var msOfDay = ms % 86_400_000
-        if msOfDay < 0 {
-            msOfDay += 86_400_000
-            days -= 1
-        }
-        let (y, m, d) = Timestamp.civil(fromDays: days)
+        let (days, msOfDay) = CivilTime.split(milliseconds: millisecondsSinceEpoch)
+        let (y, m, d) = CivilTime.date(fromDays: days)
         func two(_ v: Int64) {
             out.append(UInt8(48 + v / 10))
             out.append(UInt8(48 + v % 10))
@@ -59,30 +55,6 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         out.append(UInt8(48 + frac / 100))
         two(frac % 100)
         out.append(UInt8(ascii: "Z"))
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-    static func days(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let mp = (month + 9) % 12
-        let doy = (153 * mp + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
-    static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
-        let z = z0 + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let y = yoe + era * 400
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (m <= 2 ? y + 1 : y, m, d)
     }
 
     static func daysInMonth(_ year: Int64, _ month: Int64) -> Int64 {
@@ -144,7 +116,7 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
             return nil
         }
         guard i == n else { return nil }
-        let days = Timestamp.days(year: year, month: month, day: day)
+        let days = CivilTime.days(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetMinutes * 60
         return Timestamp(millisecondsSinceEpoch: seconds * 1000 + millis)
     }

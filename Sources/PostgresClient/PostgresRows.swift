@@ -1,4 +1,5 @@
 import CLibPQ
+import CivilTime
 import Foundation
 
 /// The rows of one result, decoded lazily from libpq's text format.
@@ -105,27 +106,18 @@ extension String: PostgresDecodable {
     }
 }
 
-extension Int64: PostgresDecodable {
+extension PostgresDecodable where Self: FixedWidthInteger {
+    /// Integers read from their decimal text.
     public init(postgresText text: UnsafeBufferPointer<UInt8>?) throws {
         let t = try Self.nonNull(text)
-        guard let v = Int64(String(decoding: t, as: UTF8.self)) else { throw Self.bad(t) }
+        guard let v = Self(String(decoding: t, as: UTF8.self)) else { throw Self.bad(t) }
         self = v
     }
 }
 
-extension Int: PostgresDecodable {
-    public init(postgresText text: UnsafeBufferPointer<UInt8>?) throws {
-        self = Int(try Int64(postgresText: text))
-    }
-}
-
-extension Int32: PostgresDecodable {
-    public init(postgresText text: UnsafeBufferPointer<UInt8>?) throws {
-        let t = try Self.nonNull(text)
-        guard let v = Int32(String(decoding: t, as: UTF8.self)) else { throw Self.bad(t) }
-        self = v
-    }
-}
+extension Int64: PostgresDecodable {}
+extension Int: PostgresDecodable {}
+extension Int32: PostgresDecodable {}
 
 extension Double: PostgresDecodable {
     public init(postgresText text: UnsafeBufferPointer<UInt8>?) throws {
@@ -206,12 +198,7 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, PostgresDecodab
             if i + 5 < b.count + 1, i + 3 < b.count, b[i + 3] == UInt8(ascii: ":"), let m = num(i + 4, 2) { om = m }
             offset = sign * (oh * 3600 + om * 60)
         }
-        let yy = mo <= 2 ? y - 1 : y
-        let era = (yy >= 0 ? yy : yy - 399) / 400
-        let yoe = yy - era * 400
-        let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        let days = era * 146_097 + doe - 719_468
+        let days = CivilTime.days(year: y, month: mo, day: d)
         return (days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1000 + ms
     }
 }
@@ -235,22 +222,8 @@ extension Date: PostgresBindable {
 extension PostgresTimestamp {
     /// `2026-11-21 10:00:00.123+00`.
     public var isoText: String {
-        var ms = millisecondsSinceEpoch
-        var days = ms / 86_400_000
-        ms %= 86_400_000
-        if ms < 0 {
-            ms += 86_400_000
-            days -= 1
-        }
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        let (days, ms) = CivilTime.split(milliseconds: millisecondsSinceEpoch)
+        let (y, m, d) = CivilTime.date(fromDays: days)
         func p(_ v: Int64, _ w: Int) -> String {
             let s = String(v)
             return String(repeating: "0", count: max(0, w - s.count)) + s
