@@ -85,7 +85,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
             }
         }
         out += rest
-        // libpq messages end with a newline; keep messages on one line.
-        return out.trimmingCharacters(in: .whitespacesAndNewlines)
+        // libpq messages span lines ("…failed: Connection refused\n\tIs the server running…"): keep one line.
+        return out.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
     }
 }
