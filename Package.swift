@@ -29,6 +29,10 @@ let package = Package(
         .target(name: "CivilTime"),
         // zstd buffers and streams.
         .target(name: "ZstdCompression", dependencies: ["CZstd"]),
+        // The persistent on-disk queue: segments of zstd frames, group commit, self-healing recovery.
+        .target(
+            name: "DiskQueue",
+            dependencies: ["ZstdCompression", .product(name: "Logging", package: "swift-log")]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
         .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
@@ -48,7 +52,7 @@ let package = Package(
         .executableTarget(
             name: "bcpipe",
             dependencies: [
-                "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression",
+                "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -57,13 +61,16 @@ let package = Package(
             name: "bcpipe-bench",
             dependencies: ["PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema"]),
 
+        // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).
+        .executableTarget(name: "bcpipe-testkit", dependencies: ["DiskQueue"]),
+
         // Build-time tool and plugin that embed SQL/ into the Schema module.
         .executableTarget(name: "EmbedSQLTool"),
         .plugin(name: "EmbedSQL", capability: .buildTool(), dependencies: ["EmbedSQLTool"]),
 
         .testTarget(
             name: "UnitTests",
-            dependencies: ["EventModel", "Topology", "ZstdCompression", "Schema", "Lab"]),
+            dependencies: ["EventModel", "Topology", "ZstdCompression", "Schema", "Lab", "DiskQueue"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel"]),

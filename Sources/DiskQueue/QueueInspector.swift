@@ -1,0 +1,171 @@
+import Foundation
+import ZstdCompression
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Offline inspection of a queue directory: reads only, never repairs (opening a ``DiskQueue``
+/// repairs). Backs `bcpipe queue stat | verify | dump | salvage`.
+public struct QueueInspector {
+    public let directory: String
+    var segmentsDirectory: String { directory + "/segments" }
+
+    public init(directory: String) throws {
+        self.directory = directory
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory + "/segments", isDirectory: &isDir), isDir.boolValue else {
+            throw DiskQueueError(code: .unreadable, message: "\(directory) is not a bcpipe disk queue (no segments/ directory)")
+        }
+    }
+
+    /// Something found while walking the queue.
+    public enum Finding: Sendable, Equatable {
+        case frame(QueuePosition, FrameHeader)
+        /// Unreadable bytes; `lostEvents` from the index gap when it is known.
+        case damage(QueuePosition, length: Int, lostEvents: UInt64?, detail: String)
+    }
+
+    public var cursor: AckCursor? { CursorFile.peek(directory: directory) }
+    public var segments: [UInt64] { DiskQueue.listSegments(segmentsDirectory) }
+
+    func path(_ id: UInt64) -> String { segmentsDirectory + "/" + DiskQueue.segmentName(id) }
+
+    /// The size of each segment file, in segment order.
+    public var segmentSizes: [Int] {
+        segments.map { (try? FileManager.default.attributesOfItem(atPath: path($0)))?[.size] as? Int ?? 0 }
+    }
+
+    /// Walks every frame of every segment (from the cursor when `fromCursor`), verifying checksums,
+    /// decompression and record framing.
+    public func walk(fromCursor: Bool, _ visit: (Finding, _ records: () throws -> [[UInt8]]) throws -> Void) throws {
+        let c = cursor
+        var expected: UInt64? = fromCursor ? c?.nextIndex : nil
+        for id in segments {
+            if fromCursor, let c, id < c.position.segment { continue }
+            let p = path(id)
+            let fd = try FileIO.open(p, O_RDONLY)
+            defer { close(fd) }
+            let size = try FileIO.size(fd, path: p)
+            let header = try FileIO.pread(fd, count: FrameFormat.segmentHeaderSize, at: 0, path: p).withUnsafeBytes {
+                SegmentHeader.decode($0)
+            }
+            if header == nil && size > 0 {
+                try visit(.damage(.init(segment: id, offset: 0), length: min(size, FrameFormat.segmentHeaderSize), lostEvents: 0, detail: "damaged segment header"), { [] })
+            }
+            if let h = header, let e = expected, h.firstIndex > e {
+                try visit(.damage(.init(segment: id, offset: 0), length: 0, lostEvents: h.firstIndex - e, detail: "events missing before this segment"), { [] })
+            }
+            if let h = header { expected = max(expected ?? h.firstIndex, h.firstIndex) }
+            var start = FrameFormat.segmentHeaderSize
+            if fromCursor, let c, id == c.position.segment { start = c.position.offset }
+            var scanner = SegmentScanner(FileSegment(fd: fd, path: p), from: start, to: max(size, start))
+            while let item = try scanner.next() {
+                switch item {
+                case .frame(let offset, let h):
+                    let position = QueuePosition(segment: id, offset: offset)
+                    let decode: () throws -> [[UInt8]] = {
+                        let payload = try FileIO.pread(fd, count: Int(h.storedLength), at: offset + FrameFormat.frameHeaderSize, path: p)
+                        let raw = h.codec == .zstd ? try Zstd.decompress(payload, maxOutput: Int(h.rawLength)) : payload
+                        guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(h.count)) }) else {
+                            throw DiskQueueError(code: .unreadable, message: "\(position): records do not match the header")
+                        }
+                        return records
+                    }
+                    if let e = expected, h.firstIndex > e {
+                        try visit(.damage(position, length: 0, lostEvents: h.firstIndex - e, detail: "events missing before this frame"), { [] })
+                    }
+                    expected = h.endIndex
+                    try visit(.frame(position, h), decode)
+                case .corrupt(let offset, let length, let damaged, let next):
+                    let lost = expected.map { next.firstIndex > $0 ? next.firstIndex - $0 : 0 }
+                    try visit(
+                        .damage(.init(segment: id, offset: offset), length: length, lostEvents: lost,
+                                detail: damaged == nil ? "damaged frame header" : "damaged frame payload"), { [] })
+                    expected = next.firstIndex
+                case .tail(let offset, let length, let damaged, let complete):
+                    let lost: UInt64? = complete ? UInt64(damaged?.count ?? 0) : nil
+                    try visit(
+                        .damage(.init(segment: id, offset: offset), length: length, lostEvents: lost,
+                                detail: complete ? "damaged last frame" : "torn tail (a write cut short; opening the queue cuts it off)"), { [] })
+                    if let damaged { expected = damaged.endIndex }
+                }
+            }
+        }
+    }
+
+    /// Rewrites the queue keeping every readable unacknowledged frame byte for byte (their
+    /// indexes, and so the loss accounting, are preserved). The damaged original is kept beside
+    /// it as `DIR.damaged-TIMESTAMP`. Returns (frames kept, damaged regions dropped, events lost).
+    public func salvage() throws -> (kept: Int, dropped: Int, lost: UInt64, backup: String) {
+        let lock = try FileIO.open(directory + "/lock", O_RDWR | O_CREAT)
+        defer { close(lock) }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            throw DiskQueueError(code: .inUse, message: "\(directory) is in use; stop its collector before salvaging")
+        }
+        let tmp = directory + ".salvage-tmp"
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.createDirectory(atPath: tmp + "/segments", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: tmp + "/quarantine", withIntermediateDirectories: true)
+        let old = cursor
+        var kept = 0
+        var dropped = 0
+        var lost: UInt64 = 0
+        var segmentId: UInt64 = (old?.position.segment ?? 1)
+        var fd: Int32 = -1
+        var offset = 0
+        var firstPosition: QueuePosition?
+        var firstIndex: UInt64?
+        let segmentLimit = 64 << 20
+        func startSegment(_ index: UInt64) throws {
+            if fd >= 0 {
+                try FileIO.fdatasync(fd, path: "salvage")
+                close(fd)
+                segmentId += 1
+            }
+            let p = tmp + "/segments/" + DiskQueue.segmentName(segmentId)
+            fd = try FileIO.open(p, O_WRONLY | O_CREAT | O_TRUNC)
+            try SegmentHeader(segment: segmentId, firstIndex: index).encode().withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: 0, path: p) }
+            offset = FrameFormat.segmentHeaderSize
+        }
+        try walk(fromCursor: true) { finding, records in
+            switch finding {
+            case .frame(let position, let header):
+                _ = try records()  // only frames that decode completely are kept
+                if fd < 0 || offset + header.frameSize > segmentLimit { try startSegment(header.firstIndex) }
+                let src = path(position.segment)
+                let sfd = try FileIO.open(src, O_RDONLY)
+                defer { close(sfd) }
+                let bytes = try FileIO.pread(sfd, count: header.frameSize, at: position.offset, path: src)
+                if firstPosition == nil {
+                    firstPosition = QueuePosition(segment: segmentId, offset: offset)
+                    firstIndex = header.firstIndex
+                }
+                try bytes.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: offset, path: "salvage") }
+                offset += bytes.count
+                kept += 1
+            case .damage(_, let length, let events, _):
+                if length > 0 { dropped += 1 }
+                lost += events ?? 0
+            }
+        }
+        if fd < 0 { try startSegment(old?.nextIndex ?? 0) }
+        try FileIO.fdatasync(fd, path: "salvage")
+        close(fd)
+        let cursorFile = try CursorFile(directory: tmp)
+        try cursorFile.write(
+            AckCursor(
+                position: firstPosition ?? QueuePosition(segment: segmentId, offset: FrameFormat.segmentHeaderSize),
+                // The gaps left by dropped frames are counted by the reader when it meets them.
+                nextIndex: old?.nextIndex ?? firstIndex ?? 0, lostEvents: old?.lostEvents ?? 0,
+                lastLoss: .init(segment: 0, offset: 0)))
+        try FileIO.fsyncDirectory(tmp + "/segments")
+        try FileIO.fsyncDirectory(tmp)
+        let stamp = Int(Date().timeIntervalSince1970)
+        let backup = directory + ".damaged-\(stamp)"
+        guard rename(directory, backup) == 0 else { throw FileIO.error("rename", directory) }
+        guard rename(tmp, directory) == 0 else { throw FileIO.error("rename", tmp) }
+        try FileIO.fsyncDirectory((directory as NSString).deletingLastPathComponent)
+        return (kept, dropped, lost, backup)
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import ZstdCompression
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One frame read back: its records and where it lies.
+public struct QueueBatch: Sendable {
+    public var firstIndex: UInt64
+    public var records: [[UInt8]]
+    public var oldestTimestamp: Int64
+    public var start: QueuePosition
+    /// Pass to ``DiskQueue/ack(through:nextIndex:)`` once the batch is safely elsewhere.
+    public var end: QueuePosition
+    /// The index after the batch's last event.
+    public var endIndex: UInt64 { firstIndex + UInt64(records.count) }
+}
+
+/// Reads frames in order from the ack cursor, up to the durable end, one frame in memory at a time.
+///
+/// Damage found while reading (a sealed segment's bit flip) is skipped at the next valid frame;
+/// the events in between are counted as lost, once, and the bytes kept in `quarantine/`.
+public final class QueueReader {
+    let queue: DiskQueue
+    public private(set) var position: QueuePosition
+    public private(set) var nextIndex: UInt64
+    private var fd: Int32 = -1
+    private var fdSegment: UInt64 = 0
+
+    init(queue: DiskQueue, position: QueuePosition, nextIndex: UInt64) {
+        self.queue = queue
+        self.position = position
+        self.nextIndex = nextIndex
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Up to `maxFrames` frames (or `maxBytes` of records), possibly none when the reader is at the durable end.
+    public func next(maxFrames: Int = 64, maxBytes: Int = 8 << 20) throws -> [QueueBatch] {
+        var out: [QueueBatch] = []
+        var bytes = 0
+        while out.count < maxFrames && bytes < maxBytes {
+            guard let batch = try nextFrame() else { break }
+            bytes += batch.records.reduce(0) { $0 + $1.count }
+            out.append(batch)
+        }
+        return out
+    }
+
+    private func file(_ segment: UInt64) throws -> (Int32, String) {
+        let path = queue.segmentPath(segment)
+        if fd >= 0 && fdSegment == segment { return (fd, path) }
+        if fd >= 0 { close(fd) }
+        fd = try FileIO.open(path, O_RDONLY)
+        fdSegment = segment
+        return (fd, path)
+    }
+
+    private func nextFrame() throws -> QueueBatch? {
+        while true {
+            let (end, appendIndex) = queue.readLimits()
+            if position >= end { return nil }
+            let segmentEnd: Int
+            if position.segment == end.segment {
+                segmentEnd = end.offset
+            } else {
+                let (fd, path) = try file(position.segment)
+                segmentEnd = try FileIO.size(fd, path: path)
+            }
+            if position.offset >= segmentEnd {
+                // The end of a sealed segment: go on in the next one.
+                guard let next = queue.nextSegment(after: position.segment) else { return nil }
+                position = QueuePosition(segment: next, offset: FrameFormat.segmentHeaderSize)
+                if let header = try queue.readSegmentHeader(next), header.firstIndex > nextIndex {
+                    // The previous segment's damaged end: its events are gone.
+                    try queue.readerFoundDamage(at: position, length: 0, events: header.firstIndex - nextIndex)
+                    nextIndex = header.firstIndex
+                }
+                continue
+            }
+            let (fd, path) = try file(position.segment)
+            var scanner = SegmentScanner(FileSegment(fd: fd, path: path), from: position.offset, to: segmentEnd)
+            guard let item = try scanner.next() else { return nil }
+            switch item {
+            case .frame(let offset, let header):
+                if header.firstIndex > nextIndex {
+                    // Valid frames with a gap between them: events were dropped (e.g. by salvage).
+                    try queue.readerFoundDamage(
+                        at: .init(segment: position.segment, offset: offset), length: 0, events: header.firstIndex - nextIndex)
+                }
+                let payload = try FileIO.pread(
+                    fd, count: Int(header.storedLength), at: offset + FrameFormat.frameHeaderSize, path: path)
+                let raw: [UInt8]
+                switch header.codec {
+                case .none: raw = payload
+                case .zstd: raw = try Zstd.decompress(payload, maxOutput: Int(header.rawLength))
+                }
+                guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(header.count)) }) else {
+                    // Checksums matched but the content does not: treat the frame as damaged.
+                    try queue.readerFoundDamage(at: position, length: header.frameSize, events: UInt64(header.count))
+                    position.offset = offset + header.frameSize
+                    nextIndex = header.endIndex
+                    continue
+                }
+                let start = position
+                position.offset = offset + header.frameSize
+                nextIndex = header.endIndex
+                return QueueBatch(
+                    firstIndex: header.firstIndex, records: records, oldestTimestamp: header.oldestTimestamp, start: start,
+                    end: position)
+            case .corrupt(let offset, let length, _, let next):
+                let lost = next.firstIndex > nextIndex ? next.firstIndex - nextIndex : 0
+                try queue.readerFoundDamage(at: .init(segment: position.segment, offset: offset), length: length, events: lost)
+                position.offset = offset + length
+                nextIndex = next.firstIndex
+            case .tail(let offset, let length, let damaged, _):
+                // Damage up to the segment's end. The next segment's header (or the append index)
+                // says how many events it held.
+                let resume: UInt64
+                if let next = queue.nextSegment(after: position.segment), let h = try queue.readSegmentHeader(next) {
+                    resume = h.firstIndex
+                } else {
+                    resume = damaged?.endIndex ?? appendIndex
+                }
+                let lost = resume > nextIndex ? resume - nextIndex : 0
+                try queue.readerFoundDamage(at: .init(segment: position.segment, offset: offset), length: length, events: lost)
+                position.offset = segmentEnd
+                nextIndex = resume
+            }
+        }
+    }
+}
