@@ -73,7 +73,7 @@ let package = Package(
             dependencies: ["EventModel", "Topology", "ZstdCompression", "Schema", "Lab", "DiskQueue"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel"]),
+            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue"]),
     ],
     swiftLanguageModes: [.v6]
 )

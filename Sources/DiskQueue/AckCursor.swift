@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A place in the queue: a segment and a byte offset in it (always a frame boundary).
@@ -30,7 +30,10 @@ public struct AckCursor: Sendable, Equatable {
     public var lastLoss: QueuePosition
     var generation: UInt64 = 0
 
-    public init(position: QueuePosition, nextIndex: UInt64, lostEvents: UInt64 = 0, lastLoss: QueuePosition = .init(segment: 0, offset: 0)) {
+    public init(
+        position: QueuePosition, nextIndex: UInt64, lostEvents: UInt64 = 0,
+        lastLoss: QueuePosition = .init(segment: 0, offset: 0)
+    ) {
         self.position = position
         self.nextIndex = nextIndex
         self.lostEvents = lostEvents

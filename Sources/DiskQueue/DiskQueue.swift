@@ -3,7 +3,7 @@ import Logging
 import ZstdCompression
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Settings of a ``DiskQueue``; every field has a default.
@@ -121,7 +121,8 @@ public final class DiskQueue: @unchecked Sendable {
         lockFD = try FileIO.open(dir + "/lock", O_RDWR | O_CREAT)
         guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
             Glibc.close(lockFD)
-            throw DiskQueueError(code: .inUse, message: "\(dir) is in use by another process (a collector or a queue tool)")
+            throw DiskQueueError(
+                code: .inUse, message: "\(dir) is in use by another process (a collector or a queue tool)")
         }
         do {
             cursorFile = try CursorFile(directory: dir)
@@ -205,22 +206,27 @@ public final class DiskQueue: @unchecked Sendable {
             switch item {
             case .frame(let offset, let h):
                 if h.firstIndex > index {
-                    try recordLoss(at: .init(segment: last, offset: offset), length: 0, events: h.firstIndex - index, fd: fd, path: path)
+                    try recordLoss(
+                        at: .init(segment: last, offset: offset), length: 0, events: h.firstIndex - index, fd: fd,
+                        path: path)
                 }
                 index = h.endIndex
                 end = offset + h.frameSize
             case .corrupt(let offset, let length, _, let next):
                 let lost = next.firstIndex > index ? next.firstIndex - index : 0
-                try recordLoss(at: .init(segment: last, offset: offset), length: length, events: lost, fd: fd, path: path)
+                try recordLoss(
+                    at: .init(segment: last, offset: offset), length: length, events: lost, fd: fd, path: path)
                 index = next.firstIndex
             case .tail(let offset, let length, let damaged, let complete):
                 let lost = complete ? UInt64(damaged?.count ?? 0) : 0
-                try recordLoss(at: .init(segment: last, offset: offset), length: length, events: lost, fd: fd, path: path)
+                try recordLoss(
+                    at: .init(segment: last, offset: offset), length: length, events: lost, fd: fd, path: path)
                 if complete, let damaged { index = damaged.endIndex }
                 guard ftruncate(fd, off_t(offset)) == 0 else { throw FileIO.error("truncate", path) }
                 try FileIO.fdatasync(fd, path: path)
                 logger.warning(
-                    "cut the queue's torn or damaged tail", metadata: ["segment": "\(last)", "offset": "\(offset)", "bytes": "\(length)", "lost": "\(lost)"])
+                    "cut the queue's torn or damaged tail",
+                    metadata: ["segment": "\(last)", "offset": "\(offset)", "bytes": "\(length)", "lost": "\(lost)"])
                 end = offset
             }
         }
@@ -228,7 +234,8 @@ public final class DiskQueue: @unchecked Sendable {
         appendIndex = index
         durableEnd = QueuePosition(segment: last, offset: max(end, FrameFormat.segmentHeaderSize))
         if cursor!.position > durableEnd {
-            logger.error("the ack cursor was ahead of the durable data; moved back", metadata: ["cursor": "\(cursor!.position)"])
+            logger.error(
+                "the ack cursor was ahead of the durable data; moved back", metadata: ["cursor": "\(cursor!.position)"])
             var c = cursorFile.current!
             c.position = durableEnd
             c.nextIndex = appendIndex
@@ -264,11 +271,13 @@ public final class DiskQueue: @unchecked Sendable {
         try cursorFile.write(c)
         if length > 0 {
             let copy = try FileIO.pread(fd, count: min(length, 64 << 20), at: position.offset, path: path)
-            try? FileIO.writeDurably(copy, to: quarantineDirectory + "/\(Self.segmentName(position.segment))-\(position.offset).bad")
+            try? FileIO.writeDurably(
+                copy, to: quarantineDirectory + "/\(Self.segmentName(position.segment))-\(position.offset).bad")
         }
         if events > 0 {
             logger.error(
-                "queue damage: events lost", metadata: ["position": "\(position)", "bytes": "\(length)", "events": "\(events)"])
+                "queue damage: events lost",
+                metadata: ["position": "\(position)", "bytes": "\(length)", "events": "\(events)"])
         }
     }
 
@@ -318,14 +327,17 @@ public final class DiskQueue: @unchecked Sendable {
         if closed || closing { return DiskQueueError(code: .closed, message: "the queue is closed") }
         if let failure {
             return DiskQueueError(
-                code: .writeFailed, message: "a write failed earlier (\(failure)); appends stop until the queue is reopened")
+                code: .writeFailed,
+                message: "a write failed earlier (\(failure)); appends stop until the queue is reopened")
         }
         let queued = queuedBytesLocked() + reservedBytes
         if queued + size > configuration.maxBytes {
             return DiskQueueError(
                 code: .full, message: "full: \(queued) bytes queued, the limit is \(configuration.maxBytes)")
         }
-        if let free = FileIO.freeBytes(configuration.directory), free - reservedBytes - size < configuration.freeDiskReserve {
+        if let free = FileIO.freeBytes(configuration.directory),
+            free - reservedBytes - size < configuration.freeDiskReserve
+        {
             return DiskQueueError(
                 code: .full,
                 message: "full: \(free) bytes free on the disk, the reserve is \(configuration.freeDiskReserve)")
@@ -376,13 +388,15 @@ public final class DiskQueue: @unchecked Sendable {
                     buffer += request.stored
                     index += UInt64(request.count)
                     position.offset += request.frameSize
-                    receipts.append(AppendReceipt(firstIndex: header.firstIndex, count: Int(request.count), end: position))
+                    receipts.append(
+                        AppendReceipt(firstIndex: header.firstIndex, count: Int(request.count), end: position))
                 }
                 try writeAndSync(buffer, at: bufferStart)
                 finish(batch, result: .success(receipts), durable: (position, index))
             } catch {
                 let message = (error as? DiskQueueError)?.message ?? "\(error)"
-                logger.error("disk queue write failed; appends stop, draining goes on", metadata: ["error": "\(message)"])
+                logger.error(
+                    "disk queue write failed; appends stop, draining goes on", metadata: ["error": "\(message)"])
                 condition.lock()
                 failure = message
                 condition.unlock()
@@ -417,7 +431,9 @@ public final class DiskQueue: @unchecked Sendable {
         return durableEnd
     }
 
-    private func finish(_ batch: [PendingAppend], result: Result<[AppendReceipt], DiskQueueError>, durable: (QueuePosition, UInt64)?) {
+    private func finish(
+        _ batch: [PendingAppend], result: Result<[AppendReceipt], DiskQueueError>, durable: (QueuePosition, UInt64)?
+    ) {
         condition.lock()
         reservedBytes -= batch.reduce(0) { $0 + $1.frameSize }
         if let (end, index) = durable {
@@ -470,7 +486,8 @@ public final class DiskQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         guard position <= durableEnd else {
-            throw DiskQueueError(code: .io, message: "cannot acknowledge \(position): durable data ends at \(durableEnd)")
+            throw DiskQueueError(
+                code: .io, message: "cannot acknowledge \(position): durable data ends at \(durableEnd)")
         }
         guard var c = cursorFile.current, position >= c.position else { return }
         var target = position

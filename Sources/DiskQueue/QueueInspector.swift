@@ -2,7 +2,7 @@ import Foundation
 import ZstdCompression
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Offline inspection of a queue directory: reads only, never repairs (opening a ``DiskQueue``
@@ -14,8 +14,10 @@ public struct QueueInspector {
     public init(directory: String) throws {
         self.directory = directory
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory + "/segments", isDirectory: &isDir), isDir.boolValue else {
-            throw DiskQueueError(code: .unreadable, message: "\(directory) is not a bcpipe disk queue (no segments/ directory)")
+        guard FileManager.default.fileExists(atPath: directory + "/segments", isDirectory: &isDir), isDir.boolValue
+        else {
+            throw DiskQueueError(
+                code: .unreadable, message: "\(directory) is not a bcpipe disk queue (no segments/ directory)")
         }
     }
 
@@ -51,10 +53,16 @@ public struct QueueInspector {
                 SegmentHeader.decode($0)
             }
             if header == nil && size > 0 {
-                try visit(.damage(.init(segment: id, offset: 0), length: min(size, FrameFormat.segmentHeaderSize), lostEvents: 0, detail: "damaged segment header"), { [] })
+                try visit(
+                    .damage(
+                        .init(segment: id, offset: 0), length: min(size, FrameFormat.segmentHeaderSize), lostEvents: 0,
+                        detail: "damaged segment header"), { [] })
             }
             if let h = header, let e = expected, h.firstIndex > e {
-                try visit(.damage(.init(segment: id, offset: 0), length: 0, lostEvents: h.firstIndex - e, detail: "events missing before this segment"), { [] })
+                try visit(
+                    .damage(
+                        .init(segment: id, offset: 0), length: 0, lostEvents: h.firstIndex - e,
+                        detail: "events missing before this segment"), { [] })
             }
             if let h = header { expected = max(expected ?? h.firstIndex, h.firstIndex) }
             var start = FrameFormat.segmentHeaderSize
@@ -65,29 +73,38 @@ public struct QueueInspector {
                 case .frame(let offset, let h):
                     let position = QueuePosition(segment: id, offset: offset)
                     let decode: () throws -> [[UInt8]] = {
-                        let payload = try FileIO.pread(fd, count: Int(h.storedLength), at: offset + FrameFormat.frameHeaderSize, path: p)
+                        let payload = try FileIO.pread(
+                            fd, count: Int(h.storedLength), at: offset + FrameFormat.frameHeaderSize, path: p)
                         let raw = h.codec == .zstd ? try Zstd.decompress(payload, maxOutput: Int(h.rawLength)) : payload
                         guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(h.count)) }) else {
-                            throw DiskQueueError(code: .unreadable, message: "\(position): records do not match the header")
+                            throw DiskQueueError(
+                                code: .unreadable, message: "\(position): records do not match the header")
                         }
                         return records
                     }
                     if let e = expected, h.firstIndex > e {
-                        try visit(.damage(position, length: 0, lostEvents: h.firstIndex - e, detail: "events missing before this frame"), { [] })
+                        try visit(
+                            .damage(
+                                position, length: 0, lostEvents: h.firstIndex - e,
+                                detail: "events missing before this frame"), { [] })
                     }
                     expected = h.endIndex
                     try visit(.frame(position, h), decode)
                 case .corrupt(let offset, let length, let damaged, let next):
                     let lost = expected.map { next.firstIndex > $0 ? next.firstIndex - $0 : 0 }
                     try visit(
-                        .damage(.init(segment: id, offset: offset), length: length, lostEvents: lost,
-                                detail: damaged == nil ? "damaged frame header" : "damaged frame payload"), { [] })
+                        .damage(
+                            .init(segment: id, offset: offset), length: length, lostEvents: lost,
+                            detail: damaged == nil ? "damaged frame header" : "damaged frame payload"), { [] })
                     expected = next.firstIndex
                 case .tail(let offset, let length, let damaged, let complete):
                     let lost: UInt64? = complete ? UInt64(damaged?.count ?? 0) : nil
                     try visit(
-                        .damage(.init(segment: id, offset: offset), length: length, lostEvents: lost,
-                                detail: complete ? "damaged last frame" : "torn tail (a write cut short; opening the queue cuts it off)"), { [] })
+                        .damage(
+                            .init(segment: id, offset: offset), length: length, lostEvents: lost,
+                            detail: complete
+                                ? "damaged last frame" : "torn tail (a write cut short; opening the queue cuts it off)"),
+                        { [] })
                     if let damaged { expected = damaged.endIndex }
                 }
             }
@@ -125,7 +142,9 @@ public struct QueueInspector {
             }
             let p = tmp + "/segments/" + DiskQueue.segmentName(segmentId)
             fd = try FileIO.open(p, O_WRONLY | O_CREAT | O_TRUNC)
-            try SegmentHeader(segment: segmentId, firstIndex: index).encode().withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: 0, path: p) }
+            try SegmentHeader(segment: segmentId, firstIndex: index).encode().withUnsafeBytes {
+                try FileIO.pwriteAll(fd, $0, at: 0, path: p)
+            }
             offset = FrameFormat.segmentHeaderSize
         }
         try walk(fromCursor: true) { finding, records in

@@ -2,7 +2,7 @@ import Foundation
 import ZstdCompression
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One frame read back: its records and where it lies.
@@ -87,7 +87,8 @@ public final class QueueReader {
                 if header.firstIndex > nextIndex {
                     // Valid frames with a gap between them: events were dropped (e.g. by salvage).
                     try queue.readerFoundDamage(
-                        at: .init(segment: position.segment, offset: offset), length: 0, events: header.firstIndex - nextIndex)
+                        at: .init(segment: position.segment, offset: offset), length: 0,
+                        events: header.firstIndex - nextIndex)
                 }
                 let payload = try FileIO.pread(
                     fd, count: Int(header.storedLength), at: offset + FrameFormat.frameHeaderSize, path: path)
@@ -107,11 +108,13 @@ public final class QueueReader {
                 position.offset = offset + header.frameSize
                 nextIndex = header.endIndex
                 return QueueBatch(
-                    firstIndex: header.firstIndex, records: records, oldestTimestamp: header.oldestTimestamp, start: start,
+                    firstIndex: header.firstIndex, records: records, oldestTimestamp: header.oldestTimestamp,
+                    start: start,
                     end: position)
             case .corrupt(let offset, let length, _, let next):
                 let lost = next.firstIndex > nextIndex ? next.firstIndex - nextIndex : 0
-                try queue.readerFoundDamage(at: .init(segment: position.segment, offset: offset), length: length, events: lost)
+                try queue.readerFoundDamage(
+                    at: .init(segment: position.segment, offset: offset), length: length, events: lost)
                 position.offset = offset + length
                 nextIndex = next.firstIndex
             case .tail(let offset, let length, let damaged, _):
@@ -124,7 +127,8 @@ public final class QueueReader {
                     resume = damaged?.endIndex ?? appendIndex
                 }
                 let lost = resume > nextIndex ? resume - nextIndex : 0
-                try queue.readerFoundDamage(at: .init(segment: position.segment, offset: offset), length: length, events: lost)
+                try queue.readerFoundDamage(
+                    at: .init(segment: position.segment, offset: offset), length: length, events: lost)
                 position.offset = segmentEnd
                 nextIndex = resume
             }

@@ -78,7 +78,9 @@ public struct SegmentScanner {
             while i + 4 <= window.count {
                 if window[i] == 0x42, window[i + 1] == 0x43, window[i + 2] == 0x51, window[i + 3] == 0x46 {
                     let candidate = pos + i
-                    if let h = try verifiedHeader(candidate), candidate + h.frameSize <= end, try payloadIsValid(h, candidate) {
+                    if let h = try verifiedHeader(candidate), candidate + h.frameSize <= end,
+                        try payloadIsValid(h, candidate)
+                    {
                         return (candidate, h)
                     }
                 }

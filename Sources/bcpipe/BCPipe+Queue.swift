@@ -36,7 +36,9 @@ extension BCPipe.QueueCommand {
             let sizes = inspector.segmentSizes
             let report: [String: Any] = [
                 "segments": inspector.segments.count, "bytes": sizes.reduce(0, +), "frames": frames, "events": events,
-                "oldest_event_ts": oldest.map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double($0) / 1000)) } ?? NSNull(),
+                "oldest_event_ts": oldest.map {
+                    ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double($0) / 1000))
+                } ?? NSNull(),
                 "lost_events": cursor?.lostEvents ?? 0, "damaged_regions": damage,
                 "cursor": cursor.map { "\($0.position.segment):\($0.position.offset)" } ?? NSNull(),
             ]
@@ -46,16 +48,23 @@ extension BCPipe.QueueCommand {
             } else {
                 print("queue \(dir)")
                 print("  segments \(inspector.segments.count), \(sizes.reduce(0, +)) bytes on disk")
-                print("  unacknowledged: \(events) events in \(frames) frames, oldest \(report["oldest_event_ts"] is NSNull ? "-" : report["oldest_event_ts"]!)")
-                print("  ack cursor: \(cursor.map { "segment \($0.position.segment) offset \($0.position.offset), next event index \($0.nextIndex)" } ?? "none")")
-                print("  lost events counted: \(cursor?.lostEvents ?? 0); damaged regions now: \(damage)\(damage > 0 ? " (run bcpipe queue verify)" : "")")
+                print(
+                    "  unacknowledged: \(events) events in \(frames) frames, oldest \(report["oldest_event_ts"] is NSNull ? "-" : report["oldest_event_ts"]!)"
+                )
+                print(
+                    "  ack cursor: \(cursor.map { "segment \($0.position.segment) offset \($0.position.offset), next event index \($0.nextIndex)" } ?? "none")"
+                )
+                print(
+                    "  lost events counted: \(cursor?.lostEvents ?? 0); damaged regions now: \(damage)\(damage > 0 ? " (run bcpipe queue verify)" : "")"
+                )
             }
         }
     }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check every frame (checksums, decompression, records); exit 1 on damage, naming segment and offset.")
+            abstract:
+                "Check every frame (checksums, decompression, records); exit 1 on damage, naming segment and offset.")
         @Argument var dir: String
 
         func run() async throws {
@@ -73,7 +82,8 @@ extension BCPipe.QueueCommand {
                     }
                 case .damage(let position, let length, let lost, let detail):
                     problems.append(
-                        "segment \(position.segment) offset \(position.offset): \(detail), \(length) bytes, \(lost.map { "\($0) events lost" } ?? "events unknown")")
+                        "segment \(position.segment) offset \(position.offset): \(detail), \(length) bytes, \(lost.map { "\($0) events lost" } ?? "events unknown")"
+                    )
                 }
             }
             if problems.isEmpty {
@@ -81,7 +91,9 @@ extension BCPipe.QueueCommand {
                 return
             }
             for p in problems { print("DAMAGED \(p)") }
-            print("\(problems.count) damaged region(s), \(frames) good frames; `bcpipe queue salvage \(dir)` rewrites the queue keeping every readable frame")
+            print(
+                "\(problems.count) damaged region(s), \(frames) good frames; `bcpipe queue salvage \(dir)` rewrites the queue keeping every readable frame"
+            )
             throw ExitCode(1)
         }
     }
@@ -118,7 +130,9 @@ extension BCPipe.QueueCommand {
         func run() async throws {
             // salvage() takes the queue's lock: it refuses while a collector has the queue open.
             let result = try QueueInspector(directory: dir).salvage()
-            print("salvaged \(dir): kept \(result.kept) frames, dropped \(result.dropped) damaged regions (\(result.lost) events lost, counted when read)")
+            print(
+                "salvaged \(dir): kept \(result.kept) frames, dropped \(result.dropped) damaged regions (\(result.lost) events lost, counted when read)"
+            )
             print("the damaged original is kept in \(result.backup)")
         }
     }

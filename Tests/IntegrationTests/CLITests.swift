@@ -61,3 +61,62 @@ struct CLITests {
         #expect(help.text.contains("lab"))
     }
 }
+
+@Suite("bcpipe queue")
+struct QueueCLITests {
+    func bcpipe(_ args: [String]) throws -> Processes.Output {
+        try Processes.run([TestLab.executable] + args, timeout: 120)
+    }
+
+    @Test func statVerifyDumpAndSalvage() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-queue-\(getpid())").path
+        defer {
+            for path
+                in (try? FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path))
+                ?? []
+            where path.hasPrefix("cli-queue-\(getpid())") {
+                try? FileManager.default.removeItem(
+                    atPath: FileManager.default.temporaryDirectory.appendingPathComponent(path).path)
+            }
+        }
+        let writer = try Child([testkit, "queue-writer", dir, "1", "40", "5", "2048"])
+        #expect(writer.wait().filter { $0.hasPrefix("acked") }.count == 40)
+
+        let stat = try bcpipe(["queue", "stat", dir, "--json"])
+        #expect(stat.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(stat.text.utf8)) as? [String: Any]
+        #expect(json?["events"] as? Int == 200)
+        #expect(json?["lost_events"] as? Int == 0)
+
+        let ok = try bcpipe(["queue", "verify", dir])
+        #expect(ok.status == 0)
+        #expect(ok.text.hasPrefix("ok: 40 frames"))
+
+        let dump = try bcpipe(["queue", "dump", dir])
+        let lines = dump.text.split(separator: "\n")
+        #expect(lines.count == 200)
+        #expect(lines.first?.hasPrefix("0 0 0 0 ") == true)
+
+        // Damage the header of the first frame of the second segment.
+        let segments = try FileManager.default.contentsOfDirectory(atPath: dir + "/segments").sorted()
+        #expect(segments.count >= 2)
+        let seg = dir + "/segments/" + segments[1]
+        let handle = try #require(FileHandle(forUpdatingAtPath: seg))
+        try handle.seek(toOffset: 28 + 10)
+        try handle.write(contentsOf: Data([0xFF, 0xFF]))
+        try handle.close()
+
+        let bad = try bcpipe(["queue", "verify", dir])
+        #expect(bad.status == 1)
+        #expect(bad.text.contains("DAMAGED segment 2 offset 28: damaged frame header"), "\(bad.text)")
+        #expect(bad.text.contains("5 events lost"))
+
+        let salvage = try bcpipe(["queue", "salvage", dir])
+        #expect(salvage.status == 0, "\(salvage.text)")
+        #expect(salvage.text.contains("kept 39 frames, dropped 1 damaged regions (5 events lost"))
+        let after = try bcpipe(["queue", "verify", dir])
+        #expect(after.status == 1, "the index gap stays visible after salvage: \(after.text)")
+        #expect(after.text.contains("events missing"))
+        #expect(try bcpipe(["queue", "dump", dir]).text.split(separator: "\n").count == 195)
+    }
+}

@@ -4,14 +4,16 @@ import Testing
 @testable import DiskQueue
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A fresh directory per test, removed afterwards.
 final class TempDir {
     let path: String
     init(_ name: String) {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("dq-\(name)-\(UUID().uuidString.prefix(8))").path
+        path =
+            FileManager.default.temporaryDirectory.appendingPathComponent("dq-\(name)-\(UUID().uuidString.prefix(8))")
+            .path
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
@@ -35,7 +37,8 @@ func drain(_ queue: DiskQueue) throws -> [[UInt8]] {
 }
 
 func segmentFiles(_ dir: String) -> [String] {
-    ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/segments")) ?? []).filter { $0.hasSuffix(".seg") }.sorted()
+    ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/segments")) ?? []).filter { $0.hasSuffix(".seg") }
+        .sorted()
 }
 
 /// Flips one bit of a file at `offset`.
@@ -63,13 +66,17 @@ struct FrameCodecTests {
         #expect(CRC32C.checksum([]) == 0)
         let long = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let split = long.withUnsafeBytes { b in
-            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[5000...]), continuing: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[..<5000])))
+            CRC32C.checksum(
+                UnsafeRawBufferPointer(rebasing: b[5000...]),
+                continuing: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[..<5000])))
         }
         #expect(split == CRC32C.checksum(long), "the checksum can be continued across buffers")
     }
 
     @Test func headersRoundTripAndEveryBitFlipIsCaught() {
-        let h = FrameHeader(codec: .zstd, firstIndex: 123_456, count: 7, rawLength: 900, storedLength: 300, oldestTimestamp: -5, payloadCRC: 0xDEAD_BEEF)
+        let h = FrameHeader(
+            codec: .zstd, firstIndex: 123_456, count: 7, rawLength: 900, storedLength: 300, oldestTimestamp: -5,
+            payloadCRC: 0xDEAD_BEEF)
         var bytes: [UInt8] = []
         h.encode(into: &bytes)
         #expect(bytes.count == FrameFormat.frameHeaderSize)
@@ -97,8 +104,10 @@ struct FrameCodecTests {
         for i in 0..<frames {
             let payload = RecordBatch.encode(records(i, count: 3))
             offsets.append(bytes.count)
-            FrameHeader(codec: .none, firstIndex: UInt64(i * 3), count: 3, rawLength: UInt32(payload.count),
-                        storedLength: UInt32(payload.count), oldestTimestamp: 0, payloadCRC: CRC32C.checksum(payload)).encode(into: &bytes)
+            FrameHeader(
+                codec: .none, firstIndex: UInt64(i * 3), count: 3, rawLength: UInt32(payload.count),
+                storedLength: UInt32(payload.count), oldestTimestamp: 0, payloadCRC: CRC32C.checksum(payload)
+            ).encode(into: &bytes)
             bytes += payload
         }
         return (bytes, offsets)
@@ -142,7 +151,9 @@ struct FrameCodecTests {
     @Test func scannerNeverLoopsOnGarbage() throws {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<50 {
-            let junk = SegmentHeader(segment: 1, firstIndex: 0).encode() + (0..<5000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let junk =
+                SegmentHeader(segment: 1, firstIndex: 0).encode()
+                + (0..<5000).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 + Array("BCQFBCQF".utf8)
             let items = try scan(junk)
             #expect(items.count == 1)
@@ -228,7 +239,9 @@ struct DiskQueueTests {
         #expect(reopened.stats.lostEvents == 0, "a torn write was never acknowledged")
         _ = try await reopened.append(records(5))
         #expect(try drain(reopened) == (0..<6).flatMap { records($0) })
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/quarantine").count == 1, "the cut bytes are kept aside")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir.path + "/quarantine").count == 1,
+            "the cut bytes are kept aside")
         reopened.close()
     }
 
