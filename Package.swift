@@ -59,7 +59,7 @@ let package = Package(
         // Benchmarks: run with scripts/bench (release build); prints figures beside baselines.
         .executableTarget(
             name: "bcpipe-bench",
-            dependencies: ["PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema"]),
+            dependencies: ["PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue"]),
 
         // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).
         .executableTarget(name: "bcpipe-testkit", dependencies: ["DiskQueue"]),

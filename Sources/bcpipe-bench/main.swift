@@ -8,7 +8,8 @@ import ZstdCompression
 
 // bcpipe-bench: prints throughput figures beside their baselines, measured in the same run.
 // Run it through scripts/bench (release build). Environment: BENCH_EVENTS (default 1000000),
-// BENCH_BASE_PORT (default 27700) for the lab it starts, BENCH_ONLY (parse,zstd,copy).
+// BENCH_BASE_PORT (default 27700) for the lab it starts, BENCH_ONLY (parse,zstd,copy,queue),
+// BENCH_BACKLOG (default 10000000) events for the queue's drain-memory figure (0 skips it).
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
 let only = Set(
@@ -189,4 +190,16 @@ if only.contains("copy") {
     )
     print("COPY (psql \\copy) \(rate(Double(eventCount) / pt))events/s   (pre-encoded file; median of 3)")
     print("  Swift / psql: \(fmt(pt / st, 2))   (goal ≥ 0.90)")
+}
+
+// 4. The disk queue.
+if only.contains("queue") {
+    print("")
+    let lines = events.map { e -> [UInt8] in
+        var out: [UInt8] = []
+        e.appendJSON(to: &out)
+        return out
+    }
+    let backlog = ProcessInfo.processInfo.environment["BENCH_BACKLOG"].flatMap(Int.init) ?? 10_000_000
+    try await benchQueue(events: events, lines: lines, workDir: workDir, backlogEvents: backlog)
 }
