@@ -83,14 +83,17 @@ final class CursorFile {
     init(directory: String) throws {
         path = directory + "/cursor"
         fd = try FileIO.open(path, O_RDWR | O_CREAT)
-        let bytes = try FileIO.pread(fd, count: 2 * AckCursor.slotSize, at: 0, path: path)
-        current = bytes.withUnsafeBytes { b -> AckCursor? in
-            let slots = (0..<2).compactMap { i -> AckCursor? in
+        current = CursorFile.newest(try FileIO.pread(fd, count: 2 * AckCursor.slotSize, at: 0, path: path))
+    }
+
+    /// The valid slot of the highest generation.
+    static func newest(_ bytes: [UInt8]) -> AckCursor? {
+        bytes.withUnsafeBytes { b in
+            (0..<2).compactMap { i -> AckCursor? in
                 let start = i * AckCursor.slotSize
                 guard b.count >= start + AckCursor.slotSize else { return nil }
                 return AckCursor.decodeSlot(UnsafeRawBufferPointer(rebasing: b[start..<(start + AckCursor.slotSize)]))
-            }
-            return slots.max { $0.generation < $1.generation }
+            }.max { $0.generation < $1.generation }
         }
     }
 
@@ -100,13 +103,7 @@ final class CursorFile {
         guard let fd = try? FileIO.open(path, O_RDONLY) else { return nil }
         defer { close(fd) }
         guard let bytes = try? FileIO.pread(fd, count: 2 * AckCursor.slotSize, at: 0, path: path) else { return nil }
-        return bytes.withUnsafeBytes { b in
-            (0..<2).compactMap { i -> AckCursor? in
-                let start = i * AckCursor.slotSize
-                guard b.count >= start + AckCursor.slotSize else { return nil }
-                return AckCursor.decodeSlot(UnsafeRawBufferPointer(rebasing: b[start..<(start + AckCursor.slotSize)]))
-            }.max { $0.generation < $1.generation }
-        }
+        return newest(bytes)
     }
 
     /// Writes the next generation into the other slot and makes it durable.

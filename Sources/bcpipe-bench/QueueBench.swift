@@ -9,7 +9,9 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
     let rawBytes = lines.reduce(0) { $0 + $1.count }
     let mb = Double(rawBytes) / 1e6
     let batchSize = 100
-    let batches = stride(from: 0, to: lines.count, by: batchSize).map { Array(lines[$0..<min($0 + batchSize, lines.count)]) }
+    let batches = stride(from: 0, to: lines.count, by: batchSize).map {
+        Array(lines[$0..<min($0 + batchSize, lines.count)])
+    }
 
     // The physical baseline: the same bytes, zstd -3, written with fdatasync at the end.
     let file = workDir + "/queue-input.ndjson"
@@ -22,7 +24,9 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
     try Data(joined).write(to: URL(fileURLWithPath: file))
     var baseTimes: [Double] = []
     for _ in 0..<3 {
-        baseTimes.append(try timeShell("zstd -3 -T1 -q -c '\(file)' | dd of='\(workDir)/baseline.zst' bs=1M conv=fdatasync status=none"))
+        baseTimes.append(
+            try timeShell(
+                "zstd -3 -T1 -q -c '\(file)' | dd of='\(workDir)/baseline.zst' bs=1M conv=fdatasync status=none"))
     }
     let baseline = mb / median(baseTimes)
     print("queue baseline    zstd -3 | dd conv=fdatasync: \(fmt(baseline)) MB/s of raw events")
@@ -56,7 +60,9 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         )
         if writers == 16 {
             let disk = s.bytes
-            print("queue compression ratio \(fmt(Double(rawBytes) / Double(disk), 2)) (\(fmt(Double(disk) / 1e6)) MB on disk, frame headers included)")
+            print(
+                "queue compression ratio \(fmt(Double(rawBytes) / Double(disk), 2)) (\(fmt(Double(disk) / 1e6)) MB on disk, frame headers included)"
+            )
             let reader = queue.makeReader()
             let r0 = clock.now
             var read = 0
@@ -73,7 +79,8 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         queue.close()
         try? FileManager.default.removeItem(atPath: dir)
     }
-    print("  best durable append vs baseline: \(fmt(best / baseline, 2))   (goal ≥ 0.80; p99 goal ≤ 5 ms at 16 writers)")
+    print(
+        "  best durable append vs baseline: \(fmt(best / baseline, 2))   (goal ≥ 0.80; p99 goal ≤ 5 ms at 16 writers)")
 
     // Peak RSS of a separate process draining a large backlog.
     if backlogEvents > 0 {
@@ -94,11 +101,15 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         }
         written = Int(queue.stats.events)
         queue.close()
-        let testkit = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("bcpipe-testkit").path
+        let testkit = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "bcpipe-testkit"
+        ).path
         let out = try Processes.run([testkit, "queue-drain", dir], timeout: 1800)
         let numbers = out.text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
         let rss = numbers.last ?? -1
-        print("queue drain of a \(written)-event backlog in a fresh process: peak RSS \(fmt(Double(rss) / 1024)) MiB   (goal < 64 MiB)")
+        print(
+            "queue drain of a \(written)-event backlog in a fresh process: peak RSS \(fmt(Double(rss) / 1024)) MiB   (goal < 64 MiB)"
+        )
         try? FileManager.default.removeItem(atPath: dir)
     }
 }
