@@ -11,6 +11,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries, each used by exactly one Swift module.
@@ -20,6 +23,9 @@ let package = Package(
         .systemLibrary(
             name: "CZstd", pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
 
         // PostgreSQL client over libpq: connections as actors on their own threads.
         .target(
@@ -29,10 +35,22 @@ let package = Package(
         .target(name: "CivilTime"),
         // zstd buffers and streams.
         .target(name: "ZstdCompression", dependencies: ["CZstd"]),
+        // gzip (RFC 1952) decoding and encoding through zlib, for Content-Encoding: gzip.
+        .target(name: "GzipCompression", dependencies: ["CZlib"]),
         // The persistent on-disk queue: segments of zstd frames, group commit, self-healing recovery.
         .target(
             name: "DiskQueue",
             dependencies: ["ZstdCompression", .product(name: "Logging", package: "swift-log")]),
+        // The per-site collector: HTTP ingest, write-ahead disk queue, shipping to its IDB.
+        .target(
+            name: "Collector",
+            dependencies: [
+                "DiskQueue", "EventModel", "PostgresClient", "Topology", "ZstdCompression", "GzipCompression",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
         .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
@@ -53,6 +71,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
+                "Collector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

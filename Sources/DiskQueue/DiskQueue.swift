@@ -87,6 +87,9 @@ public final class DiskQueue: @unchecked Sendable {
     private var fsyncCount: UInt64 = 0
     private let lockFD: Int32
     private let compressors = CompressorPool()
+    /// The records of the last durable frame found when the queue was opened (acknowledged or
+    /// not), so a collector can tell which seqs it accepted before a restart.
+    public private(set) var lastRecords: [[UInt8]]?
 
     struct PendingAppend {
         var count: UInt32
@@ -202,9 +205,11 @@ public final class DiskQueue: @unchecked Sendable {
         }
         var scanner = SegmentScanner(FileSegment(fd: fd, path: path), from: start, to: max(size, start))
         var end = start
+        var lastFrameOffset: Int?
         while let item = try scanner.next() {
             switch item {
             case .frame(let offset, let h):
+                lastFrameOffset = offset
                 if h.firstIndex > index {
                     try recordLoss(
                         at: .init(segment: last, offset: offset), length: 0, events: h.firstIndex - index, fd: fd,
@@ -231,6 +236,9 @@ public final class DiskQueue: @unchecked Sendable {
             }
         }
         segments[segments.count - 1].size = max(end, FrameFormat.segmentHeaderSize)
+        if let offset = lastFrameOffset {
+            lastRecords = try? QueueInspector.records(fd: fd, path: path, at: offset)
+        }
         appendIndex = index
         durableEnd = QueuePosition(segment: last, offset: max(end, FrameFormat.segmentHeaderSize))
         if cursor!.position > durableEnd {

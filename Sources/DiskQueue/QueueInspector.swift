@@ -111,6 +111,20 @@ public struct QueueInspector {
         }
     }
 
+    /// Reads and decodes the records of the frame at `offset`.
+    static func records(fd: Int32, path: String, at offset: Int) throws -> [[UInt8]] {
+        let hb = try FileIO.pread(fd, count: FrameFormat.frameHeaderSize, at: offset, path: path)
+        let h = try hb.withUnsafeBytes { FrameHeader.decode($0) }.get()
+        let payload = try FileIO.pread(
+            fd, count: Int(h.storedLength), at: offset + FrameFormat.frameHeaderSize, path: path)
+        let raw = h.codec == .zstd ? try Zstd.decompress(payload, maxOutput: Int(h.rawLength)) : payload
+        guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(h.count)) }) else {
+            throw DiskQueueError(
+                code: .unreadable, message: "\(path) offset \(offset): records do not match the header")
+        }
+        return records
+    }
+
     /// Rewrites the queue keeping every readable unacknowledged frame byte for byte (their
     /// indexes, and so the loss accounting, are preserved). The damaged original is kept beside
     /// it as `DIR.damaged-TIMESTAMP`. Returns (frames kept, damaged regions dropped, events lost).

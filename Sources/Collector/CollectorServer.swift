@@ -1,0 +1,141 @@
+import DiskQueue
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+import ServiceLifecycle
+
+/// One collector process: the HTTP API of CONTRACT 2 and the shipper, in one service group
+/// that shuts down gracefully on SIGTERM (stop accepting, finish in-flight appends, close the
+/// queue). Every `200` was fsync'd first, so SIGKILL loses nothing acknowledged either.
+public struct CollectorServer: Sendable {
+    public let settings: CollectorSettings
+    let logger: Logger
+
+    public init(settings: CollectorSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM or SIGINT. `onReady` is called once the listener is bound.
+    public func run(onReady: @escaping @Sendable () -> Void = {}) async throws {
+        let queue = try DiskQueue(settings.queue, logger: logger)
+        let registry = PrometheusCollectorRegistry()
+        let state = CollectorState(registry: registry, collector: settings.name)
+        if let last = queue.lastRecords?.last, let seq = Self.seq(of: last) { state.raiseWatermark(to: seq) }
+        let ingest = Ingest(settings: settings, queue: queue, state: state)
+        let shipper = Shipper(settings: settings, queue: queue, state: state, logger: logger)
+        let router = Self.router(settings: settings, ingest: ingest, queue: queue, state: state, registry: registry)
+        let app = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(settings.listen.host, port: settings.listen.port), serverName: "bcpipe-collector"),
+            onServerRunning: { _ in onReady() },
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app), .init(service: shipper)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            queue.close()
+            throw error
+        }
+        queue.close()
+        logger.info("collector stopped; the disk queue is closed", metadata: ["collector": "\(settings.name)"])
+    }
+
+    /// The seq of a canonical event record, read without a full parse.
+    static func seq(of record: [UInt8]) -> Int64? {
+        guard let r = String(decoding: record, as: UTF8.self).range(of: "\"seq\":") else { return nil }
+        let digits = String(decoding: record, as: UTF8.self)[r.upperBound...].prefix { $0.isNumber }
+        return Int64(digits)
+    }
+
+    static func router(
+        settings: CollectorSettings, ingest: Ingest, queue: DiskQueue, state: CollectorState,
+        registry: PrometheusCollectorRegistry
+    ) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.post("/v1/events") { request, _ -> Response in
+            if let refusal = ingest.preflight(
+                authorization: request.headers[.authorization], contentType: request.headers[.contentType],
+                contentEncoding: request.headers[.contentEncoding])
+            {
+                return Self.response(refusal)
+            }
+            let body: ByteBuffer
+            do {
+                // A compressed body is bounded by the decoded limit too.
+                body = try await request.body.collect(upTo: settings.maxRequestBytes)
+            } catch {
+                return Self.response(
+                    Ingest.error(
+                        413, "the body is larger than \(settings.maxRequestBytes) bytes; send smaller requests"))
+            }
+            let answer = await ingest.handle(
+                body: Array(buffer: body), contentEncoding: request.headers[.contentEncoding])
+            return Self.response(answer)
+        }
+        router.get("/healthz") { _, _ in Self.json(200, #"{"status":"ok"}"#) }
+        router.get("/readyz") { _, _ -> Response in
+            let s = queue.stats
+            return s.writable
+                ? Self.json(200, #"{"ready":true}"#)
+                : Self.json(503, #"{"ready":false,"error":"the disk queue stopped accepting after a write failure"}"#)
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Shipper(settings: settings, queue: queue, state: state, logger: Logger(label: "metrics"))
+                .updateQueueMetrics()
+            var out: [UInt8] = []
+            registry.emit(into: &out)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: out)))
+        }
+        router.get("/v1/status") { _, _ -> Response in
+            let s = queue.stats
+            let snap = state.snapshot
+            func iso(_ ms: Int64?) -> Any {
+                guard let ms else { return NSNull() }
+                return ISO8601DateFormatter.withMilliseconds.string(
+                    from: Date(timeIntervalSince1970: Double(ms) / 1000))
+            }
+            let mode = DeliveryMode.of(
+                linkUp: snap.linkUp, backlog: s.events, threshold: UInt64(settings.shipBatchEvents))
+            let status: [String: Any] = [
+                "name": settings.name, "source": settings.source,
+                "idb": ["site": settings.idbSite, "database": settings.idbDatabase, "reachable": snap.linkUp],
+                "mode": mode.rawValue,
+                "queue": [
+                    "events": s.events, "bytes": s.bytes, "oldest_event_ts": iso(s.oldestEventTimestamp),
+                    "segments": s.segments, "lost_events": s.lostEvents, "writable": s.writable,
+                ],
+                "shipped": ["seq": snap.shippedSeq.map { $0 as Any } ?? NSNull(), "ts": iso(snap.shippedTs)],
+            ]
+            return Self.json(200, Ingest.json(status))
+        }
+        return router
+    }
+
+    static func response(_ a: IngestAnswer) -> Response {
+        var r = json(a.status, a.body)
+        if let retry = a.retryAfter { r.headers[.retryAfter] = String(retry) }
+        return r
+    }
+
+    static func json(_ status: Int, _ body: String) -> Response {
+        Response(
+            status: .init(code: status), headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+extension ISO8601DateFormatter {
+    static var withMilliseconds: ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }
+}

@@ -1,0 +1,38 @@
+import ArgumentParser
+import Collector
+import Foundation
+import Logging
+
+extension BCPipe {
+    /// `bcpipe collector run`
+    struct CollectorCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "collector", abstract: "The per-site collector.", subcommands: [Run.self])
+    }
+}
+
+extension BCPipe.CollectorCommand {
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Run one collector: HTTP ingest into its disk queue, shipping to its IDB (SIGTERM stops it gracefully)."
+        )
+        @OptionGroup var topologyOptions: TopologyOptions
+        @Option(help: "The collector's name in the topology.") var name: String
+
+        func run() async throws {
+            let topology = try topologyOptions.load()
+            let settings = try CollectorSettings.from(topology: topology, name: name)
+            var logger = Logger(label: "bcpipe.collector.\(name)")
+            logger.logLevel =
+                ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+            logger.info(
+                "collector starting",
+                metadata: [
+                    "listen": "\(settings.listen)", "idb": "\(settings.idbSite)/\(settings.idbDatabase)",
+                    "queue": "\(settings.queue.directory)",
+                ])
+            try await CollectorServer(settings: settings, logger: logger).run()
+        }
+    }
+}
