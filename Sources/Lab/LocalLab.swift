@@ -18,6 +18,8 @@ public struct LocalLab: Sendable {
         public var stuckThreshold: Int = 28_800
         public var lateData: Topology.LateDataPolicy = .discard
         public var basePort: Int = 25_400
+        /// Extra environment for the collectors the lab starts (`BCPIPE_INGEST_TOKEN`, queue bounds).
+        public var collectorEnvironment: [String: String] = [:]
         public init() {}
     }
 
@@ -79,7 +81,52 @@ public struct LocalLab: Sendable {
         try writeTopologies(state)
         for site in state.sites { try await startSite(state, site) }
         try startWAN(state)
+        try startCollectors(state, environment: options.collectorEnvironment)
         return state
+    }
+
+    // MARK: pipeline processes
+
+    /// Starts every collector that is not running, at its source's site, with that site's topology file.
+    func startCollectors(_ state: LabState, environment: [String: String]) throws {
+        let topology = state.topology(directory: directory, viewpoint: nil)
+        var started: [(String, Int)] = []
+        for collector in topology.collectors {
+            guard let site = topology.sources.first(where: { $0.name == collector.source })?.site else { continue }
+            let pidFile = siteDirectory(site) + "/run/collector-\(collector.name).pid"
+            if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
+            guard state.site(site).map({ server(state, $0).isRunning }) == true else { continue }
+            try FileManager.default.createDirectory(
+                atPath: siteDirectory(site) + "/run", withIntermediateDirectories: true)
+            let pid = try Processes.spawnDetached(
+                [executable, "collector", "run", "--name", collector.name, "--config", topologyPath(site: site)],
+                log: siteDirectory(site) + "/collector-\(collector.name).log", environment: environment)
+            try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            started.append((collector.name, collector.listen.port))
+        }
+        for (name, port) in started {
+            try waitUntil("collector \(name) listens on \(port) (see its log under \(directory)/sites)", timeout: 30) {
+                Processes.isListening(port)
+            }
+        }
+    }
+
+    /// Where a collector's process id is kept.
+    public func collectorPIDFile(_ name: String) throws -> String {
+        let state = try requireState()
+        let topology = state.topology(directory: directory, viewpoint: nil)
+        guard let c = topology.collector(named: name),
+            let site = topology.sources.first(where: { $0.name == c.source })?.site
+        else { throw LabError("unknown collector \(name)") }
+        return siteDirectory(site) + "/run/collector-\(name).pid"
+    }
+
+    /// SIGKILLs one collector (for fault tests); `lab up` starts it again.
+    public func killCollector(_ name: String) throws {
+        let file = try collectorPIDFile(name)
+        guard let pid = readPID(file) else { return }
+        kill(pid, SIGKILL)
+        while Processes.isAlive(pid) { usleep(5_000) }
     }
 
     /// Stops every process the lab started and waits until none is left. The data stays unless `remove`.
@@ -230,11 +277,20 @@ public struct LocalLab: Sendable {
         var lines: [String] = [
             "lab \(directory): mode \(state.mode.rawValue), stuck threshold \(state.stuckThreshold) s, late data \(state.lateData.rawValue)"
         ]
+        let topology = state.topology(directory: directory, viewpoint: nil)
         for site in state.sites {
             let s = server(state, site)
             lines.append(
                 "  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")"
             )
+            for c in topology.collectors where topology.sources.first(where: { $0.name == c.source })?.site == site.name
+            {
+                let alive =
+                    readPID(siteDirectory(site.name) + "/run/collector-\(c.name).pid").map(Processes.isAlive) ?? false
+                lines.append(
+                    "    collector \(c.name) \(c.listen) → \(c.idb.site)/\(c.idb.database): \(alive ? "running" : "stopped")"
+                )
+            }
         }
         let wanUp = readPID(wanPIDPath).map(Processes.isAlive) ?? false
         lines.append("  WAN simulator: \(wanUp ? "running" : "stopped")")
