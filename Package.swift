@@ -51,6 +51,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).
+        .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
         .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
@@ -71,7 +73,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
-                "Collector",
+                "Collector", "Traffic",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

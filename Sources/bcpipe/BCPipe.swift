@@ -9,7 +9,9 @@ struct BCPipe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bcpipe",
         abstract: "Business-continuity reporting pipeline for a two-site contact center.",
-        subcommands: [Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self])
+        subcommands: [
+            Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self, Gen.self,
+        ])
 
     /// Exit codes of CONTRACT 4.
     enum Exit {
