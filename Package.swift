@@ -91,7 +91,10 @@ let package = Package(
 
         .testTarget(
             name: "UnitTests",
-            dependencies: ["EventModel", "Topology", "ZstdCompression", "Schema", "Lab", "DiskQueue"]),
+            dependencies: [
+                "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue", "Collector",
+                "Traffic",
+            ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue"]),

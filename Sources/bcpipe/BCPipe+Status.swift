@@ -3,6 +3,10 @@ import Foundation
 import PostgresClient
 import Topology
 
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
 extension BCPipe {
     /// `bcpipe status`: the deployment as the databases of every site report it.
     struct Status: AsyncParsableCommand {
@@ -20,10 +24,52 @@ extension BCPipe {
             var databases: [String]
         }
 
+        struct CollectorStatus: Codable {
+            var name: String
+            var source: String
+            var listen: String
+            var idb: String
+            var running: Bool
+            var mode: String?
+            var idbReachable: Bool?
+            var queueEvents: Int?
+            var queueBytes: Int?
+            var oldestEventTs: String?
+            var lostEvents: Int?
+            var shippedSeq: Int64?
+            var error: String?
+        }
+
         struct Report: Codable {
             var deployment: String
             var mode: String
             var sites: [SiteStatus]
+            var collectors: [CollectorStatus]
+        }
+
+        /// A collector's `/v1/status`, with a short timeout.
+        static func collectorStatus(_ c: Topology.Collector) async -> CollectorStatus {
+            var status = CollectorStatus(
+                name: c.name, source: c.source, listen: c.listen.description, idb: "\(c.idb.site)/\(c.idb.database)",
+                running: false)
+            var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/status")!)
+            request.timeoutInterval = 2
+            do {
+                let (data, _) = try await URLSession.shared.data(for: request)
+                let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+                let queue = json["queue"] as? [String: Any] ?? [:]
+                status.running = true
+                status.mode = json["mode"] as? String
+                status.idbReachable = (json["idb"] as? [String: Any])?["reachable"] as? Bool
+                status.queueEvents = queue["events"] as? Int
+                status.queueBytes = queue["bytes"] as? Int
+                status.oldestEventTs = queue["oldest_event_ts"] as? String
+                status.lostEvents = queue["lost_events"] as? Int
+                status.shippedSeq = ((json["shipped"] as? [String: Any])?["seq"] as? NSNumber)?.int64Value
+            } catch {
+                status.error = "not answering: \(error.localizedDescription)"
+            }
+            return status
         }
 
         func run() async throws {
@@ -49,8 +95,11 @@ extension BCPipe {
                 }
                 sites.append(status)
             }
+            var collectors: [CollectorStatus] = []
+            for c in topology.collectors { collectors.append(await Self.collectorStatus(c)) }
             let report = Report(
-                deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, sites: sites)
+                deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, sites: sites,
+                collectors: collectors)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -67,6 +116,28 @@ extension BCPipe {
                     print("  \(s.name): UNREACHABLE — \(s.error ?? "")")
                 }
             }
+            print("collectors:")
+            for c in collectors {
+                guard c.running else {
+                    print("  \(c.name) (\(c.source) → \(c.idb)): DOWN — \(c.error ?? "")")
+                    continue
+                }
+                let age =
+                    c.oldestEventTs.flatMap { ISO8601DateFormatter.parse($0) }.map {
+                        String(format: "%.0f s", Date().timeIntervalSince($0))
+                    } ?? "-"
+                print(
+                    "  \(c.name) (\(c.source) → \(c.idb)): \(c.mode ?? "?"), queue \(c.queueEvents ?? 0) events, oldest \(age), shipped seq \(c.shippedSeq.map(String.init) ?? "-")\((c.lostEvents ?? 0) > 0 ? ", LOST \(c.lostEvents!)" : "")"
+                )
+            }
         }
+    }
+}
+
+extension ISO8601DateFormatter {
+    static func parse(_ text: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: text) ?? ISO8601DateFormatter().date(from: text)
     }
 }

@@ -66,7 +66,7 @@ struct IngestClient {
 func ndjson(_ source: String, _ range: Range<Int>) -> Data {
     var out = ""
     for seq in range {
-        let ts = Timestamp(1_795_255_200_000 + Int64(seq) * 250)
+        let ts = Timestamp(1_795_255_200_000 + Int64(seq % 1_000_000) * 250)
         let call = "c\(seq / 4)"
         switch seq % 4 {
         case 0:
@@ -110,9 +110,15 @@ struct CollectorTests {
         var o = LocalLab.Options()
         o.basePort = try lab.requireState().basePort
         o.collectorEnvironment = [
-            "BCPIPE_INGEST_TOKEN": token, "BCPIPE_QUEUE_MAX_BYTES": "400000", "BCPIPE_LOG_LEVEL": "warning",
+            "BCPIPE_INGEST_TOKEN": token, "BCPIPE_QUEUE_MAX_BYTES": "400000",
         ]
         return o
+    }
+
+    /// A seq range start above every seq a previous test sent: a collector treats lower seqs of a
+    /// source as duplicates, so each test starts higher than the last.
+    static func freshBase() -> Int {
+        Int(Date().timeIntervalSince1970 * 1000) * 1000
     }
 
     static func client(_ lab: LocalLab, _ collector: String) throws -> IngestClient {
@@ -146,7 +152,7 @@ struct CollectorTests {
     func aLinkCutWhilePostingLosesAndDoublesNothing(cut: LinkState) async throws {
         let lab = try await Self.lab()
         let client = try Self.client(lab, "site1-b")  // site1 → IDB at site2, across the WAN
-        let base = cut == .refuse ? 100_000 : 200_000
+        let base = Self.freshBase()
         var acked: [Int64] = []
         for batch in 0..<30 {
             if batch == 8 { try lab.setLink("site1", "site2", cut) }
@@ -171,6 +177,7 @@ struct CollectorTests {
 
     @Test func sigkillOfTheCollectorMidStreamLosesNothing() async throws {
         let lab = try await Self.lab()
+        let base = Self.freshBase()
         let client = try Self.client(lab, "site1-a")
         var acked: [Int64] = []
         for batch in 0..<20 {
@@ -178,25 +185,51 @@ struct CollectorTests {
                 try lab.killCollector("site1-a")
                 try await lab.up(try Self.options(lab))  // restarts it from its queue
             }
-            let range = (300_000 + batch * 50)..<(300_000 + batch * 50 + 50)
+            let range = (base + batch * 50)..<(base + batch * 50 + 50)
             let answer = try await client.postUntilAccepted(ndjson("site1/voice", range))
             #expect(answer.status == 200)
             acked += range.map(Int64.init)
         }
         try await Self.waitUntil("the queue drains") { try await Self.drained(client) }
         let stored = try await Self.stored(lab, site: "site1", idb: "idb_site1_a", source: "site1/voice").filter {
-            $0 >= 300_000 && $0 < 400_000
+            $0 >= base && $0 < base + 100_000
         }
         #expect(stored == acked)
         // A replay after the restart is recognised as duplicates.
-        let replay = try await client.post(ndjson("site1/voice", 300_950..<301_000))
+        let replay = try await client.post(ndjson("site1/voice", (base + 950)..<(base + 1000)))
         #expect(replay.status == 200)
         #expect(replay.json["duplicates"] as? Int == 50)
         #expect(replay.json["accepted"] as? Int == 0)
     }
 
+    @Test func sigtermStopsGracefullyAndLosesNothing() async throws {
+        let lab = try await Self.lab()
+        let base = Self.freshBase()
+        let client = try Self.client(lab, "site2-a")
+        let pidFile = try lab.collectorPIDFile("site2-a")
+        var acked: [Int64] = []
+        for batch in 0..<6 {
+            let range = (base + batch * 50)..<(base + batch * 50 + 50)
+            #expect(try await client.postUntilAccepted(ndjson("site2/voice", range)).status == 200)
+            acked += range.map(Int64.init)
+        }
+        let pid = try #require(
+            pid_t(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        kill(pid, SIGTERM)
+        try await Self.waitUntil("the collector exits after SIGTERM", timeout: 15) { !Processes.isAlive(pid) }
+        let log = try String(contentsOfFile: lab.directory + "/sites/site2/collector-site2-a.log", encoding: .utf8)
+        #expect(log.contains("collector stopped; the disk queue is closed"))
+        try await lab.up(try Self.options(lab))
+        try await Self.waitUntil("the queue drains") { try await Self.drained(client) }
+        let stored = try await Self.stored(lab, site: "site2", idb: "idb_site2_a", source: "site2/voice").filter {
+            $0 >= base && $0 < base + 100_000
+        }
+        #expect(stored == acked)
+    }
+
     @Test func aPostgreSQLRestartUnderLoadLosesNothing() async throws {
         let lab = try await Self.lab()
+        let base = Self.freshBase()
         let client = try Self.client(lab, "site2-a")  // IDB at site2
         let state = try lab.requireState()
         let server = PostgresServer(directory: lab.directory + "/sites/site2", port: state.postgresPort(state.sites[1]))
@@ -204,42 +237,44 @@ struct CollectorTests {
         for batch in 0..<20 {
             if batch == 6 { try server.stop(immediate: true) }
             if batch == 10 { try server.start() }
-            let range = (400_000 + batch * 50)..<(400_000 + batch * 50 + 50)
+            let range = (base + batch * 50)..<(base + batch * 50 + 50)
             let answer = try await client.postUntilAccepted(ndjson("site2/voice", range))
             #expect(answer.status == 200)
             acked += range.map(Int64.init)
         }
         try await Self.waitUntil("the queue drains after PostgreSQL is back") { try await Self.drained(client) }
         let stored = try await Self.stored(lab, site: "site2", idb: "idb_site2_a", source: "site2/voice").filter {
-            $0 >= 400_000 && $0 < 500_000
+            $0 >= base && $0 < base + 100_000
         }
         #expect(stored == acked)
     }
 
     @Test func duplicatesAndReplayedBatchesAreStoredOnce() async throws {
         let lab = try await Self.lab()
+        let base = Self.freshBase()
         let client = try Self.client(lab, "site2-b")
-        let body = ndjson("site2/voice", 500_000..<500_100)
+        let body = ndjson("site2/voice", base..<(base + 100))
         let first = try await client.post(body)
         #expect(first.json["accepted"] as? Int == 100)
         let again = try await client.post(body)
         #expect(again.json["accepted"] as? Int == 0)
         #expect(again.json["duplicates"] as? Int == 100)
         // Half old, half new.
-        let mixed = try await client.post(ndjson("site2/voice", 500_050..<500_150))
+        let mixed = try await client.post(ndjson("site2/voice", (base + 50)..<(base + 150)))
         #expect(mixed.json["accepted"] as? Int == 50)
         #expect(mixed.json["duplicates"] as? Int == 50)
         try await Self.waitUntil("shipped") { try await Self.drained(client) }
         let stored = try await Self.stored(lab, site: "site1", idb: "idb_site2_b", source: "site2/voice").filter {
-            $0 >= 500_000 && $0 < 600_000
+            $0 >= base && $0 < base + 100_000
         }
-        #expect(stored == (500_000..<500_150).map(Int64.init))
+        #expect(stored == (base..<(base + 150)).map(Int64.init))
     }
 
     @Test func everyBadRequestGetsItsStatusAndDisturbsNothing() async throws {
         let lab = try await Self.lab()
+        let base = Self.freshBase()
         let client = try Self.client(lab, "site2-b")
-        let good = ndjson("site2/voice", 600_000..<600_010)
+        let good = ndjson("site2/voice", base..<(base + 10))
 
         let noToken = try await client.post(good, token: .some(nil))
         #expect(noToken.status == 401)
@@ -259,7 +294,7 @@ struct CollectorTests {
         lines.insert(#"{"source":"site2/voice","seq":"x"}"#, at: 2)
         lines.insert("not json", at: 5)
         lines.insert(
-            #"{"source":"site2/voice","seq":600099,"ts":"2026-11-21T10:00:00Z","type":"heartbeat","pad":""#
+            #"{"source":"site2/voice","seq":\#(base + 99),"ts":"2026-11-21T10:00:00Z","type":"heartbeat","pad":""#
                 + String(repeating: "p", count: 70_000) + #""}"#, at: 7)
         lines.insert(#"{"source":"site1/voice","seq":1,"ts":"2026-11-21T10:00:00Z","type":"heartbeat"}"#, at: 8)
         let mixed = try await client.post(Data(lines.joined(separator: "\n").utf8))
@@ -276,21 +311,22 @@ struct CollectorTests {
 
         try await Self.waitUntil("shipped") { try await Self.drained(client) }
         let stored = try await Self.stored(lab, site: "site1", idb: "idb_site2_b", source: "site2/voice").filter {
-            $0 >= 600_000 && $0 < 700_000
+            $0 >= base && $0 < base + 100_000
         }
-        #expect(stored == (600_000..<600_010).map(Int64.init), "only the valid lines, once")
+        #expect(stored == (base..<(base + 10)).map(Int64.init), "only the valid lines, once")
     }
 
     @Test func aFullQueueAnswers503AndRecovers() async throws {
         let lab = try await Self.lab()
+        let base = Self.freshBase()
         let client = try Self.client(lab, "site1-b")
         try lab.setLink("site1", "site2", .refuse)
         defer { try? lab.setLink("site1", "site2", .up) }
         var acked: [Int64] = []
         var refused: IngestClient.Answer?
-        var seq = 700_000
+        var seq = base
         // Incompressible attrs fill the 400 kB queue bound quickly.
-        while refused == nil && seq < 800_000 {
+        while refused == nil && seq < base + 100_000 {
             var body = ""
             for s in seq..<(seq + 20) {
                 let noise = (0..<40).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
@@ -339,7 +375,6 @@ actor CollectorLab {
             o.basePort = TestLab.basePort + 400
             o.collectorEnvironment = [
                 "BCPIPE_INGEST_TOKEN": CollectorTests.token, "BCPIPE_QUEUE_MAX_BYTES": "400000",
-                "BCPIPE_LOG_LEVEL": "warning",
             ]
             try await lab.up(o)
             return lab
