@@ -69,7 +69,7 @@ public final class CollectorState: @unchecked Sendable {
         defer { lock.unlock() }
         return Snapshot(
             linkUp: linkUp, shippedSeq: shippedSeq, shippedTs: shippedTs, lastShipError: lastShipError,
-            highestSeq: watermark.highest)
+            highestSeq: watermark.durable)
     }
 }
 

@@ -28,6 +28,36 @@ struct CollectorLogicTests {
         #expect(w.reserve([50, 101]).isNew == [false, true])
     }
 
+    @Test func concurrentRequestsArrivingOutOfOrderAreNotDuplicates() {
+        var w = SeqWatermark()
+        let (late, newLate) = w.reserve(Array(101...200))
+        #expect(newLate.allSatisfy { $0 })
+        let (early, newEarly) = w.reserve(Array(1...100))
+        #expect(newEarly.allSatisfy { $0 }, "lower seqs that arrive later are new, not duplicates")
+        w.commit(early)
+        w.commit(late)
+        #expect(w.reserve(Array(1...200)).isNew.allSatisfy { !$0 })
+        #expect(w.reserve([201]).isNew == [true])
+    }
+
+    @Test func seqRangesMergeAndStayBounded() {
+        var r = SeqRanges()
+        for s in stride(from: 0 as Int64, to: 1000, by: 1) { r.insert(s...s) }
+        #expect(r.ranges == [0...999])
+        r.insert(2000...2010)
+        r.insert(1500...1500)
+        #expect(r.ranges == [0...999, 1500...1500, 2000...2010])
+        r.insert(1000...1999)
+        #expect(r.ranges == [0...2010])
+        #expect(r.contains(2010) && !r.contains(2011))
+        var sparse = SeqRanges()
+        sparse.maxRanges = 10
+        for s in stride(from: 0 as Int64, to: 100, by: 2) { sparse.insert(s...s) }
+        #expect(sparse.ranges.count <= 10)
+        #expect(sparse.contains(98) && !sparse.contains(97))
+        #expect(SeqRanges.runs([5, 1, 2, 3, 7, 6]) == [1...3, 5...7])
+    }
+
     @Test func deliveryMode() {
         #expect(DeliveryMode.of(linkUp: false, backlog: 0, threshold: 10) == .queueing)
         #expect(DeliveryMode.of(linkUp: true, backlog: 5, threshold: 10) == .direct)
