@@ -80,7 +80,10 @@ let package = Package(
         // Benchmarks: run with scripts/bench (release build); prints figures beside baselines.
         .executableTarget(
             name: "bcpipe-bench",
-            dependencies: ["PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue"]),
+            dependencies: [
+                "PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue", "Collector", "Traffic",
+                "Topology",
+            ]),
 
         // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).
         .executableTarget(name: "bcpipe-testkit", dependencies: ["DiskQueue"]),
@@ -97,7 +100,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue"]),
+            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,9 +3,10 @@ import Foundation
 import Logging
 import PostgresClient
 
-/// How events go into an IDB: COPY into a session staging table, then one
-/// `INSERT … ON CONFLICT (source, seq) DO NOTHING`, the per-source checkpoint (heartbeats
-/// included) and the collector's ship position, all in one transaction.
+/// How events go into an IDB: COPY (straight into `idb.events`, or through a staging table
+/// and `INSERT … ON CONFLICT (source, seq) DO NOTHING` when some are already there), the
+/// per-source checkpoint (heartbeats included) and the collector's ship position, all in one
+/// transaction.
 public enum IDBWriter {
     /// The columns of `idb.events` a shipper copies, in COPY order.
     public static let columns = "source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs"
@@ -36,17 +37,8 @@ public enum IDBWriter {
     static let insertEvents = """
         INSERT INTO idb.events (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs)
         SELECT source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs
-        FROM bcpipe_staging WHERE type <> 'heartbeat' ORDER BY source, seq
+        FROM bcpipe_staging ORDER BY source, seq
         ON CONFLICT (source, seq) DO NOTHING
-        """
-    static let upsertCheckpoint = """
-        INSERT INTO idb.source_checkpoint (source, max_seq, max_ts)
-        SELECT source, max(seq), max(ts) FROM bcpipe_staging GROUP BY source
-        ON CONFLICT (source) DO UPDATE SET
-            max_seq = GREATEST(idb.source_checkpoint.max_seq, EXCLUDED.max_seq),
-            max_ts = GREATEST(idb.source_checkpoint.max_ts, EXCLUDED.max_ts),
-            ingest_id = nextval('idb.ingest_seq'),
-            updated_at = now()
         """
     static let upsertPosition = """
         INSERT INTO idb.ship_position (collector, segment, frame_offset, shipped_seq, shipped_ts)
@@ -72,31 +64,76 @@ public enum IDBWriter {
         public var inserted: Int
     }
 
-    /// Ships `events` in one transaction and records `position` for `collector`.
-    public static func ship(
-        _ events: [Event], on conn: PostgresConnection, collector: String, segment: UInt64, offset: Int
-    ) async throws -> Shipped {
-        guard let last = events.max(by: { $0.seq < $1.seq }) else { return Shipped(copied: 0, inserted: 0) }
-        let maxTs = events.map(\.ts.millisecondsSinceEpoch).max()!
-        let source = events[0].source
-        return try await conn.transaction { c in
-            let copied = try c.copyIn("COPY bcpipe_staging (\(columns)) FROM STDIN") { sink in
-                var row = CopyRow()
-                for e in events {
-                    encode(e, into: &row)
-                    try sink.write(row)
-                }
+    static let upsertCheckpointValues = """
+        INSERT INTO idb.source_checkpoint (source, max_seq, max_ts) VALUES ($1, $2, $3)
+        ON CONFLICT (source) DO UPDATE SET
+            max_seq = GREATEST(idb.source_checkpoint.max_seq, EXCLUDED.max_seq),
+            max_ts = GREATEST(idb.source_checkpoint.max_ts, EXCLUDED.max_ts),
+            ingest_id = nextval('idb.ingest_seq'),
+            updated_at = now()
+        """
+
+    /// A batch encoded for COPY, ready to ship.
+    public struct Prepared: Sendable {
+        public var source: String
+        public var rows: [UInt8]
+        public var events: Int
+        public var maxSeq: Int64
+        public var maxTs: Int64
+        /// Where the batch ends in the disk queue, and the index after its last event.
+        public var end: (segment: UInt64, offset: Int)
+    }
+
+    /// Encodes one source's events; heartbeats only advance the checkpoint.
+    public static func prepare(_ events: [Event], segment: UInt64, offset: Int) -> Prepared? {
+        guard let source = events.first?.source else { return nil }
+        var p = Prepared(
+            source: source, rows: [], events: events.count, maxSeq: .min, maxTs: .min, end: (segment, offset))
+        p.rows.reserveCapacity(events.count * 200)
+        var row = CopyRow()
+        for e in events {
+            p.maxSeq = Swift.max(p.maxSeq, e.seq)
+            p.maxTs = Swift.max(p.maxTs, e.ts.millisecondsSinceEpoch)
+            guard e.type != .heartbeat else { continue }
+            encode(e, into: &row)
+            p.rows += row.bytes
+        }
+        return p
+    }
+
+    /// Ships a prepared batch in one transaction and records its position for `collector`.
+    ///
+    /// The fast path copies straight into `idb.events`. If any event is already there (a batch
+    /// shipped again after a crash between commit and acknowledgement), the transaction rolls
+    /// back and the batch goes through the staging table and `ON CONFLICT DO NOTHING` instead.
+    public static func ship(_ p: Prepared, on conn: PostgresConnection, collector: String) async throws -> Shipped {
+        let checkpoint: [any PostgresBindable] = [
+            p.source, p.maxSeq, PostgresTimestamp(millisecondsSinceEpoch: p.maxTs),
+        ]
+        let position: [any PostgresBindable] = [
+            collector, Int64(bitPattern: p.end.segment), p.end.offset, p.maxSeq,
+            PostgresTimestamp(millisecondsSinceEpoch: p.maxTs),
+        ]
+        let bytes = p.rows
+        let source = p.source
+        do {
+            return try await conn.transaction { c in
+                let copied = try c.copyIn("COPY idb.events (\(columns)) FROM STDIN") { sink in try sink.write(bytes) }
+                try await c.query(upsertCheckpointValues, checkpoint)
+                try await c.query(upsertPosition, position)
+                try await c.query("SELECT pg_notify('idb_events', $1)", [source])
+                return Shipped(copied: copied, inserted: copied)
             }
-            let inserted = try await c.query(insertEvents).affectedRows
-            try await c.query(upsertCheckpoint)
-            try await c.query(
-                upsertPosition,
-                [
-                    collector, Int64(bitPattern: segment), offset, last.seq,
-                    PostgresTimestamp(millisecondsSinceEpoch: maxTs),
-                ])
-            try await c.query("SELECT pg_notify('idb_events', $1)", [source])
-            return Shipped(copied: copied, inserted: inserted)
+        } catch let e as PostgresError where e.sqlState == "23505" {
+            return try await conn.transaction { c in
+                let copied = try c.copyIn("COPY bcpipe_staging (\(columns)) FROM STDIN") { sink in try sink.write(bytes)
+                }
+                let inserted = try await c.query(insertEvents).affectedRows
+                try await c.query(upsertCheckpointValues, checkpoint)
+                try await c.query(upsertPosition, position)
+                try await c.query("SELECT pg_notify('idb_events', $1)", [source])
+                return Shipped(copied: copied, inserted: inserted)
+            }
         }
     }
 

@@ -68,38 +68,54 @@ struct Shipper: Service {
         logger.info("shipping to the IDB", metadata: ["idb": "\(settings.idbSite)/\(settings.idbDatabase)"])
         let reader = queue.makeReader()
         let parser = EventParser()
+        // Reading and encoding the next batch overlaps the transaction of the current one.
+        var next = try prepareNext(reader, parser)
         while !(Task.isCancelled || Task.isShuttingDownGracefully) {
-            let batches = try reader.next(maxFrames: 1024, maxBytes: settings.shipBatchEvents * 256)
-            guard let last = batches.last else {
+            guard let (batch, ackIndex) = next else {
                 updateQueueMetrics()
                 _ = await queue.waitForData(after: reader.position, timeout: 1)
                 // Keep the link checked while idle.
                 if queue.stats.events == 0 { try await conn.query("SELECT 1") }
+                next = try prepareNext(reader, parser)
                 continue
             }
-            var events: [Event] = []
-            events.reserveCapacity(batches.reduce(0) { $0 + $1.records.count })
-            for batch in batches {
-                for record in batch.records {
-                    let parsed = record.withUnsafeBytes { parser.parseLine($0) }
-                    if case .success(let e) = parsed {
-                        events.append(e)
-                    } else {
-                        logger.error(
-                            "a queued record no longer parses; skipped", metadata: ["position": "\(batch.start)"])
-                    }
-                }
-            }
-            let shipped = try await IDBWriter.ship(
-                events, on: conn, collector: settings.name, segment: last.end.segment, offset: last.end.offset)
-            try queue.ack(through: last.end, nextIndex: last.endIndex)
+            let collector = settings.name
+            async let shipping = IDBWriter.ship(batch, on: conn, collector: collector)
+            let following = try prepareNext(reader, parser)
+            let shipped = try await shipping
+            try queue.ack(
+                through: QueuePosition(segment: batch.end.segment, offset: batch.end.offset), nextIndex: ackIndex)
             state.metrics.shipBatches.increment()
             state.metrics.shipEvents.increment(by: Int64(shipped.inserted))
-            if let top = events.max(by: { $0.seq < $1.seq }) {
-                state.shipped(seq: top.seq, ts: events.map(\.ts.millisecondsSinceEpoch).max()!)
-            }
+            state.shipped(seq: batch.maxSeq, ts: batch.maxTs)
             updateQueueMetrics()
+            next = following
         }
+    }
+
+    /// Reads up to one ship batch from the queue and encodes it; nil when the queue is empty.
+    private func prepareNext(_ reader: QueueReader, _ parser: EventParser) throws -> (IDBWriter.Prepared, UInt64)? {
+        let batches = try reader.next(maxFrames: 1024, maxBytes: settings.shipBatchEvents * 256)
+        guard let last = batches.last else { return nil }
+        var events: [Event] = []
+        events.reserveCapacity(batches.reduce(0) { $0 + $1.records.count })
+        for batch in batches {
+            for record in batch.records {
+                switch record.withUnsafeBytes({ parser.parseLine($0) }) {
+                case .success(let e): events.append(e)
+                case .failure(let f):
+                    logger.error(
+                        "a queued record no longer parses; skipped",
+                        metadata: ["position": "\(batch.start)", "reason": "\(f.reason)"])
+                }
+            }
+        }
+        guard let prepared = IDBWriter.prepare(events, segment: last.end.segment, offset: last.end.offset) else {
+            // Nothing usable in these frames: acknowledge them so they are not read again.
+            try queue.ack(through: last.end, nextIndex: last.endIndex)
+            return try prepareNext(reader, parser)
+        }
+        return (prepared, last.endIndex)
     }
 
     func updateQueueMetrics() {

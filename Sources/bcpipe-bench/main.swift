@@ -1,3 +1,4 @@
+import Collector
 import EventModel
 import Foundation
 import Lab
@@ -8,7 +9,7 @@ import ZstdCompression
 
 // bcpipe-bench: prints throughput figures beside their baselines, measured in the same run.
 // Run it through scripts/bench (release build). Environment: BENCH_EVENTS (default 1000000),
-// BENCH_BASE_PORT (default 27700) for the lab it starts, BENCH_ONLY (parse,zstd,copy,queue),
+// BENCH_BASE_PORT (default 27700) for the labs it starts, BENCH_ONLY (parse,zstd,copy,queue,collector),
 // BENCH_BACKLOG (default 10000000) events for the queue's drain-memory figure (0 skips it).
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
@@ -141,13 +142,13 @@ if only.contains("copy") {
     try await conn.execute(
         "DROP TABLE IF EXISTS public.bench_events; CREATE TABLE public.bench_events (LIKE idb.events INCLUDING ALL)")
 
-    let columns = idbCopyColumns
+    let columns = IDBWriter.columns
     // The same rows as a file for psql.
     let rowsFile = workDir + "/events.copy"
     var all: [UInt8] = []
     var row = CopyRow()
     for e in events {
-        encode(e, into: &row)
+        IDBWriter.encode(e, into: &row)
         all += row.bytes
     }
     try Data(all).write(to: URL(fileURLWithPath: rowsFile))
@@ -165,7 +166,7 @@ if only.contains("copy") {
             try c.copyIn("COPY public.bench_events (\(columns)) FROM STDIN") { sink in
                 var row = CopyRow()
                 for e in shared {
-                    encode(e, into: &row)
+                    IDBWriter.encode(e, into: &row)
                     try sink.write(row)
                 }
             }
@@ -202,4 +203,11 @@ if only.contains("queue") {
     }
     let backlog = ProcessInfo.processInfo.environment["BENCH_BACKLOG"].flatMap(Int.init) ?? 10_000_000
     try await benchQueue(events: events, lines: lines, workDir: workDir, backlogEvents: backlog)
+}
+
+// 5. The collector on the lab.
+if only.contains("collector") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 100
+    try await benchCollector(events: eventCount, workDir: workDir, basePort: basePort)
 }

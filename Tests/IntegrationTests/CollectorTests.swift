@@ -1,6 +1,9 @@
+import Collector
+import EventModel
 import Foundation
 import Lab
 import PostgresClient
+import Schema
 import Testing
 import Topology
 
@@ -381,5 +384,48 @@ actor CollectorLab {
         }
         starting = task
         return try await task.value
+    }
+}
+
+@Suite("IDB writer")
+struct IDBWriterTests {
+    @Test func aBatchShippedTwiceIsStoredOnceAndTheCheckpointCountsHeartbeats() async throws {
+        let lab = try await TestLab.shared.get()
+        // An IDB of the test's own: the lab's collectors hold the shipper lock of theirs.
+        let site = try Topology.load(path: lab.topologyPath).site(named: "site1")!
+        let migrator = Migrator(logger: lab.logger)
+        try await migrator.ensureDatabase("idb_writer_test", conninfo: site.postgres)
+        let setup = try await TestLab.connect(lab, site: "site1", database: "idb_writer_test")
+        try await migrator.migrate(setup, component: .idb)
+        await setup.close()
+        let conn = try await TestLab.connect(lab, site: "site1", database: "idb_writer_test")
+        #expect(try await IDBWriter.prepare(conn))
+        let other = try await TestLab.connect(lab, site: "site1", database: "idb_writer_test")
+        #expect(try await IDBWriter.prepare(other) == false, "one shipper per IDB")
+        await other.close()
+        let source = "site1/voice"
+        let base = Int64(Date().timeIntervalSince1970 * 1000) * 1000
+        var events = (0..<100).map { i in
+            EventModel.Event(
+                source: source, seq: base + Int64(i), ts: .init(millisecondsSinceEpoch: 1_795_255_200_000 + Int64(i)),
+                type: .agentReady, agent: "a\(i)")
+        }
+        events.append(
+            EventModel.Event(
+                source: source, seq: base + 100, ts: .init(millisecondsSinceEpoch: 1_795_255_300_000), type: .heartbeat)
+        )
+        let batch = try #require(IDBWriter.prepare(events, segment: 1, offset: 100))
+        let first = try await IDBWriter.ship(batch, on: conn, collector: "test")
+        #expect(first.inserted == 100)
+        // Shipped again (a crash between commit and acknowledgement): the fast path conflicts and
+        // the batch goes through ON CONFLICT DO NOTHING.
+        let again = try await IDBWriter.ship(batch, on: conn, collector: "test")
+        #expect(again.inserted == 0)
+        let count = try await conn.query(
+            "SELECT count(*) FROM idb.events WHERE source = $1 AND seq >= $2", [source, base])
+        #expect(try count[0].decode(0, as: Int.self) == 100, "heartbeats are not stored as events")
+        let cp = try await conn.query("SELECT max_seq FROM idb.source_checkpoint WHERE source = $1", [source])
+        #expect(try cp[0].decode(0, as: Int64.self) >= base + 100, "the heartbeat advanced the checkpoint")
+        await conn.close()
     }
 }

@@ -1,0 +1,177 @@
+import Collector
+import EventModel
+import Foundation
+import Lab
+import Logging
+import PostgresClient
+import Topology
+import Traffic
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Collector figures on the lab over loopback: durable ingest with the IDB reachable and cut
+/// off, shipping (drain) throughput beside `psql \copy` of the same rows, ack latency at a
+/// paced 20,000 events/s, peak RSS.
+func benchCollector(events count: Int, workDir: String, basePort: Int) async throws {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+        "bcpipe"
+    ).path
+    let lab = LocalLab(directory: workDir + "/collector-lab", executable: exe, logger: logger)
+    var options = LocalLab.Options()
+    options.basePort = basePort
+    options.collectorEnvironment = ["BCPIPE_LOG_LEVEL": "warning"]
+    try await lab.up(options)
+    defer { try? lab.down(remove: true) }
+    let topology = try Topology.load(path: lab.topologyPath)
+    func url(_ name: String) -> String { "http://\(topology.collector(named: name)!.listen)" }
+    let poster = Poster(token: nil)
+
+    // Traffic in 1000-event requests; each run starts above the last run's seqs.
+    var nextSeq: Int64 = 1
+    func batches(_ n: Int, seed: UInt64) -> [[UInt8]] {
+        var gen = TrafficGenerator(
+            source: "site1/voice", seed: seed, start: Int64(Date().timeIntervalSince1970 * 1000), firstSeq: nextSeq,
+            profile: .staffed(arrivalsPerSecond: 2000))
+        var out: [[UInt8]] = []
+        var body: [UInt8] = []
+        for i in 0..<n {
+            let e = gen.next()!
+            e.appendJSON(to: &body)
+            body.append(10)
+            if (i + 1) % 1000 == 0 {
+                out.append(body)
+                body = []
+            }
+            nextSeq = e.seq + 1
+        }
+        if !body.isEmpty { out.append(body) }
+        return out
+    }
+    func ingest(_ bodies: [[UInt8]], to target: String, inFlight: Int) async throws -> Double {
+        let t0 = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<inFlight {
+                group.addTask {
+                    var i = w
+                    while i < bodies.count {
+                        try await poster.post(bodies[i], to: target)
+                        i += inFlight
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Date().timeIntervalSince(t0)
+    }
+    func queued(_ name: String) async throws -> Int {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: url(name) + "/v1/status")!)
+        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        return (json?["queue"] as? [String: Any])?["events"] as? Int ?? -1
+    }
+    func waitDrained(_ name: String) async throws -> Double {
+        let t0 = Date()
+        while try await queued(name) != 0 { try await Task.sleep(for: .milliseconds(50)) }
+        return Date().timeIntervalSince(t0)
+    }
+
+    // 1. IDB reachable (site1-a writes its local IDB while it ingests).
+    let direct = batches(count, seed: 1)
+    let tDirect = try await ingest(direct, to: url("site1-a"), inFlight: 8)
+    _ = try await waitDrained("site1-a")
+    print(
+        "collector ingest, IDB reachable   \(rate(Double(count) / tDirect))events/s durable (8 requests in flight, 1000 events each)   (goal ≥ 100 k)"
+    )
+
+    // 2. IDB cut off (site1-b's IDB is across the WAN): everything goes to the disk queue.
+    try lab.setLink("site1", "site2", .refuse)
+    let cut = batches(count, seed: 2)
+    let rows = cut.flatMap { body in body.split(separator: 10).map { Array($0) } }
+    let tCut = try await ingest(cut, to: url("site1-b"), inFlight: 8)
+    print("collector ingest, IDB cut off     \(rate(Double(count) / tCut))events/s durable into the disk queue")
+
+    // 3. The link returns: drain the backlog (timed from the shipper's reconnection, so its
+    // backoff does not count).
+    try lab.setLink("site1", "site2", .up)
+    let reconnectStart = Date()
+    while true {
+        let (data, _) = try await URLSession.shared.data(from: URL(string: url("site1-b") + "/v1/status")!)
+        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        if (json?["idb"] as? [String: Any])?["reachable"] as? Bool == true { break }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    let reconnect = Date().timeIntervalSince(reconnectStart)
+    let tDrain = try await waitDrained("site1-b")
+    print(
+        "collector drain of a \(count)-event backlog: \(fmt(tDrain, 1)) s = \(rate(Double(count) / tDrain))events/s shipped through the WAN simulator (reconnected \(fmt(reconnect, 1)) s after the link returned)"
+    )
+
+    // Baseline: psql \copy of the same rows into an idb.events-shaped table, same server, same path.
+    let site2 = topology.site(named: "site2")!
+    let viaWAN = try Topology.load(path: lab.topologyPath(site: "site1")).site(named: "site2")!.postgres
+    let conn = try await PostgresConnection.connect(
+        PostgresConfiguration(conninfo: site2.postgres, database: "idb_site1_b"))
+    try await conn.execute(
+        "DROP TABLE IF EXISTS public.bench_copy; CREATE TABLE public.bench_copy (LIKE idb.events INCLUDING ALL)")
+    await conn.close()
+    let parser = EventParser()
+    var copyText: [UInt8] = []
+    var row = CopyRow()
+    for r in rows {
+        guard case .success(let e) = r.withUnsafeBytes({ parser.parseLine($0) }), e.type != .heartbeat else { continue }
+        IDBWriter.encode(e, into: &row)
+        copyText += row.bytes
+    }
+    let file = workDir + "/collector-rows.copy"
+    try Data(copyText).write(to: URL(fileURLWithPath: file))
+    let tPsql = try timeShell(
+        "psql '\(viaWAN) dbname=idb_site1_b' -q -v ON_ERROR_STOP=1 -c \"\\copy public.bench_copy (\(IDBWriter.columns)) FROM '\(file)'\""
+    )
+    print(
+        "  psql \\copy of the same rows, same path: \(rate(Double(count) / tPsql))events/s   shipping / psql: \(fmt(tPsql / tDrain, 2))   (goal ≥ 0.8)"
+    )
+
+    // 4. Acknowledgement latency at a paced 20,000 events/s (200-event requests every 10 ms).
+    let paced = batches(200_000, seed: 3).flatMap { body -> [[UInt8]] in
+        let lines = body.split(separator: 10, omittingEmptySubsequences: true)
+        return stride(from: 0, to: lines.count, by: 200).map { i in
+            lines[i..<min(i + 200, lines.count)].reduce(into: [UInt8]()) {
+                $0 += $1; $0.append(10)
+            }
+        }
+    }
+    let latency = LatencyRecorder()
+    let t0 = Date()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (i, body) in paced.enumerated() {
+            let due = t0.addingTimeInterval(Double(i) * 0.01)
+            let wait = due.timeIntervalSinceNow
+            if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
+            group.addTask {
+                let s = Date()
+                try await poster.post(body, to: url("site1-a"))
+                latency.add(Date().timeIntervalSince(s))
+            }
+        }
+        try await group.waitForAll()
+    }
+    let achieved = 200_000 / Date().timeIntervalSince(t0)
+    print(
+        "collector ack latency at \(rate(achieved))events/s: p50 \(fmt(latency.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(latency.percentile(0.99) * 1000, 2)) ms   (goal p99 ≤ 10 ms at 20 k events/s)"
+    )
+
+    // 5. Peak RSS of the collectors.
+    for name in ["site1-a", "site1-b"] {
+        let pidText = try String(contentsOfFile: try lab.collectorPIDFile(name), encoding: .utf8)
+        let pid = pidText.trimmingCharacters(in: .whitespacesAndNewlines)
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let hwm =
+            status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map {
+                String($0.dropFirst(6)).trimmingCharacters(in: .whitespaces)
+            } ?? "?"
+        print("collector \(name) peak RSS \(hwm)   (goal ≤ 150 MiB)")
+    }
+}
