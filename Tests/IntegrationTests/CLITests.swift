@@ -1,3 +1,4 @@
+import EventModel
 import Foundation
 import Lab
 import Testing
@@ -118,5 +119,51 @@ struct QueueCLITests {
         #expect(after.status == 1, "the index gap stays visible after salvage: \(after.text)")
         #expect(after.text.contains("events missing"))
         #expect(try bcpipe(["queue", "dump", dir]).text.split(separator: "\n").count == 195)
+    }
+}
+
+@Suite("bcpipe gen")
+struct GenCLITests {
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+    }
+
+    @Test func reproducesTheCommittedFixtureByteForByte() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("gen-\(getpid()).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let run = try Processes.run([
+            TestLab.executable, "gen", "--count", "2000", "--seed", "7", "--rate", "50", "--out", out,
+        ])
+        #expect(run.status == 0, "\(run.text)")
+        let fixture = try Data(contentsOf: Self.repository.appendingPathComponent("Fixtures/gen-seed7-2000.ndjson"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == fixture, "the same seed gives the same traffic")
+    }
+
+    @Test func theHandWrittenFixtureIsValidAndCoveredByItsExpectedReports() throws {
+        let body = try Data(contentsOf: Self.repository.appendingPathComponent("Fixtures/basic-day.ndjson"))
+        let parsed = EventParser().parse(body: Array(body))
+        #expect(parsed.rejected.isEmpty)
+        #expect(parsed.events.count == 35)
+        let expected =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: Self.repository.appendingPathComponent("Fixtures/basic-day.expected.json")))
+            as? [String: Any]
+        let interactions =
+            (expected?["interactions"] as? [[String: Any]])?.compactMap { $0["interaction"] as? String } ?? []
+        let created = parsed.events.filter { $0.type == .interactionCreated }.compactMap(\.interaction)
+        #expect(interactions == created)
+        let offers = (expected?["queue_hourly"] as? [[String: Any]])?.reduce(0) { $0 + ($1["offered"] as? Int ?? 0) }
+        #expect(offers == parsed.events.filter { $0.type == .interactionQueued }.count)
+    }
+
+    @Test func genNeedsExactlyOneDestinationAndOneLength() throws {
+        let both = try Processes.run([
+            TestLab.executable, "gen", "--count", "1", "--duration", "1", "--out", "/dev/null",
+        ])
+        #expect(both.status == 2)
+        #expect(both.text.contains("exactly one of --duration and --count"))
+        let none = try Processes.run([TestLab.executable, "gen", "--count", "1"])
+        #expect(none.status == 2)
     }
 }
