@@ -51,6 +51,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Info Mart's role: merge the IDBs of each HA pair and transform into the mart.
+        .target(
+            name: "Extractor",
+            dependencies: [
+                "EventModel", "PostgresClient", "Topology", .product(name: "Logging", package: "swift-log"),
+            ]),
         // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).
         .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
@@ -96,7 +102,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue", "Collector",
-                "Traffic",
+                "Traffic", "Extractor",
             ]),
         .testTarget(
             name: "IntegrationTests",
