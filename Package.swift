@@ -79,7 +79,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
-                "Collector", "Traffic",
+                "Collector", "Traffic", "Extractor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -106,7 +106,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector"]),
+            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor"]),
     ],
     swiftLanguageModes: [.v6]
 )

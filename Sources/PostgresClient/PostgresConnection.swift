@@ -127,6 +127,12 @@ public actor PostgresConnection {
         try finishExchange(conn)
     }
 
+    /// Runs `body` on the connection's executor, with the connection isolated (for a sequence of
+    /// statements that must not interleave with others, e.g. an explicit `BEGIN ISOLATION LEVEL …`).
+    public func run<T: Sendable>(_ body: @Sendable (isolated PostgresConnection) async throws -> T) async throws -> T {
+        try await body(self)
+    }
+
     /// Runs `body` in a transaction: `COMMIT` when it returns, `ROLLBACK` when it throws.
     /// Nested calls run inside the outer transaction.
     public func transaction<T: Sendable>(

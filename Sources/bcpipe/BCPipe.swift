@@ -10,7 +10,9 @@ struct BCPipe: AsyncParsableCommand {
         commandName: "bcpipe",
         abstract: "Business-continuity reporting pipeline for a two-site contact center.",
         subcommands: [
-            Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self, Gen.self,
+            Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self,
+            ExtractorCommand.self,
+            Report.self, Gen.self,
         ])
 
     /// Exit codes of CONTRACT 4.

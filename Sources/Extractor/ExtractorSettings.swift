@@ -1,0 +1,45 @@
+import Foundation
+import Topology
+
+/// What an extractor needs, resolved once from the topology.
+public struct ExtractorSettings: Sendable {
+    public struct IDB: Sendable, Hashable {
+        public var site: String
+        public var database: String
+        public var conninfo: String
+        public var source: String
+    }
+
+    public var site: String
+    public var martConninfo: String
+    public var idbs: [IDB]
+    public var sources: [Topology.Source]
+    public var thresholdMs: Int64
+    public var lateData: Topology.LateDataPolicy
+    public var interval: Double
+    public var slaMs: Int64
+    /// Rows read from one IDB per cycle at most.
+    public var batchRows = 50_000
+    /// The clock (ms since the epoch); injectable so tests cover hours of thresholds in seconds.
+    public var clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    public static func from(topology: Topology, site: String) throws -> ExtractorSettings {
+        guard let me = topology.site(named: site) else {
+            throw TopologyError(
+                path: "extractors",
+                message: "unknown site \"\(site)\"; sites are \(topology.sites.map(\.name).joined(separator: ", "))")
+        }
+        guard topology.extractors.contains(where: { $0.site == site }) else {
+            throw TopologyError(path: "extractors", message: "site \(site) has no extractor in the topology")
+        }
+        let idbs = topology.collectors.map { c in
+            IDB(
+                site: c.idb.site, database: c.idb.database, conninfo: topology.site(named: c.idb.site)!.postgres,
+                source: c.source)
+        }
+        return ExtractorSettings(
+            site: site, martConninfo: me.postgres, idbs: idbs, sources: topology.sources,
+            thresholdMs: Int64(topology.extract.dataStuckThreshold) * 1000, lateData: topology.extract.lateData,
+            interval: topology.extract.interval, slaMs: Int64(topology.reporting.slaSeconds) * 1000)
+    }
+}
