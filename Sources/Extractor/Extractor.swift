@@ -40,9 +40,10 @@ public final class Extractor: @unchecked Sendable {
 
     private func connect(_ conninfo: String, _ database: String) async throws -> PostgresConnection {
         var config = PostgresConfiguration(conninfo: conninfo, database: database)
+        // A blackholed IDB costs a cycle at most this long; the others are read in the next one.
         config.connectTimeout = 3
-        config.operationTimeout = 20
-        config.statementTimeoutMilliseconds = 15_000
+        config.operationTimeout = 8
+        config.statementTimeoutMilliseconds = 6_000
         config.applicationName = "bcpipe extractor \(settings.site)"
         return try await PostgresConnection.connect(config, logger: logger)
     }

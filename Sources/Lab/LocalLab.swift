@@ -20,6 +20,8 @@ public struct LocalLab: Sendable {
         public var basePort: Int = 25_400
         /// Extra environment for the collectors the lab starts (`BCPIPE_INGEST_TOKEN`, queue bounds).
         public var collectorEnvironment: [String: String] = [:]
+        /// Start the active extractors (tests that drive an extractor themselves turn this off).
+        public var startExtractors = true
         public init() {}
     }
 
@@ -82,7 +84,24 @@ public struct LocalLab: Sendable {
         for site in state.sites { try await startSite(state, site) }
         try startWAN(state)
         try startCollectors(state, environment: options.collectorEnvironment)
+        if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }
         return state
+    }
+
+    /// Starts the extractor of every site whose role is active (the standby's comes with the coordinator).
+    func startExtractors(_ state: LabState, environment: [String: String]) throws {
+        let topology = state.topology(directory: directory, viewpoint: nil)
+        for e in topology.extractors where e.role == .active {
+            let pidFile = siteDirectory(e.site) + "/run/extractor.pid"
+            if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
+            guard state.site(e.site).map({ server(state, $0).isRunning }) == true else { continue }
+            try FileManager.default.createDirectory(
+                atPath: siteDirectory(e.site) + "/run", withIntermediateDirectories: true)
+            let pid = try Processes.spawnDetached(
+                [executable, "extractor", "run", "--site", e.site, "--config", topologyPath(site: e.site)],
+                log: siteDirectory(e.site) + "/extractor.log", environment: environment)
+            try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        }
     }
 
     // MARK: pipeline processes
@@ -283,6 +302,11 @@ public struct LocalLab: Sendable {
             lines.append(
                 "  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")"
             )
+            if let e = topology.extractors.first(where: { $0.site == site.name }) {
+                let alive = readPID(siteDirectory(site.name) + "/run/extractor.pid").map(Processes.isAlive) ?? false
+                let state = alive ? "running" : e.role == .standby ? "not started (standby)" : "stopped"
+                lines.append("    extractor (\(e.role.rawValue)) → \(site.name)/mart: \(state)")
+            }
             for c in topology.collectors where topology.sources.first(where: { $0.name == c.source })?.site == site.name
             {
                 let alive =

@@ -1,0 +1,253 @@
+import EventModel
+import Extractor
+import Foundation
+import Lab
+import PostgresClient
+import Testing
+import Topology
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A lab with collectors but no extractor process: the test drives an in-process extractor
+/// (with a clock of its own) cycle by cycle.
+struct ExtractorRig {
+    let lab: LocalLab
+    let topology: Topology
+    var settings: ExtractorSettings
+
+    static func start(offset: Int, name: String, lateData: Topology.LateDataPolicy = .discard) async throws
+        -> ExtractorRig
+    {
+        let lab = try TestLab.makeLab(name: name)
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + offset
+        o.startExtractors = false
+        o.lateData = lateData
+        o.stuckThreshold = 20
+        try await lab.up(o)
+        let topology = try Topology.load(path: lab.topologyPath(site: "site1"))
+        return ExtractorRig(
+            lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
+    }
+
+    /// Posts NDJSON to the named collectors and (unless `wait` is false) waits until each has shipped it.
+    func post(_ lines: [String], to collectors: [String], wait: Bool = true) async throws {
+        let body = Data((lines.joined(separator: "\n") + "\n").utf8)
+        for name in collectors where !lines.isEmpty {
+            let c = try #require(topology.collector(named: name))
+            var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/events")!)
+            request.httpMethod = "POST"
+            request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
+            request.httpBody = body
+            let (_, response) = try await URLSession.shared.data(for: request)
+            #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        }
+        for name in collectors where wait {
+            let c = try #require(topology.collector(named: name))
+            try await CollectorTests.waitUntil("\(name) shipped") {
+                try await CollectorTests.drained(IngestClient(url: "http://\(c.listen)", token: nil))
+            }
+        }
+    }
+
+    func mart() async throws -> PostgresConnection {
+        try await TestLab.connect(lab, site: "site1", database: "mart")
+    }
+
+    /// Rows of a report view as JSON-like dictionaries (times in the fixture's RFC 3339 form).
+    func rows(_ sql: String) async throws -> [[String: Any]] {
+        let conn = try await mart()
+        let rows = try await conn.query(sql)
+        await conn.close()
+        return try rows.map { row in
+            var d: [String: Any] = [:]
+            for (i, col) in rows.columns.enumerated() {
+                guard let text = row[i] else {
+                    d[col] = NSNull()
+                    continue
+                }
+                if col.hasSuffix("_at") || col == "hour" || col.hasPrefix("gap_") {
+                    d[col] =
+                        EventModel.Timestamp(
+                            millisecondsSinceEpoch: try row.decode(i, as: PostgresTimestamp.self).millisecondsSinceEpoch
+                        ).rfc3339
+                } else if let n = Int(text) {
+                    d[col] = n
+                } else {
+                    d[col] = text
+                }
+            }
+            return d
+        }
+    }
+}
+
+func fixtureLines() throws -> [String] {
+    try String(contentsOf: GenCLITests.repository.appendingPathComponent("Fixtures/basic-day.ndjson"), encoding: .utf8)
+        .split(separator: "\n").map(String.init)
+}
+
+func fixtureExpected() throws -> [String: Any] {
+    try JSONSerialization.jsonObject(
+        with: Data(contentsOf: GenCLITests.repository.appendingPathComponent("Fixtures/basic-day.expected.json")))
+        as! [String: Any]
+}
+
+@Suite("Extractor on the lab", .serialized)
+struct ExtractorTests {
+    static let site2Heartbeat = #"{"source":"site2/voice","seq":1,"ts":"2026-11-21T12:10:00Z","type":"heartbeat"}"#
+
+    func checkReports(_ rig: ExtractorRig) async throws {
+        let expected = try fixtureExpected()
+        let interactions = try await rig.rows("SELECT * FROM report.interactions ORDER BY interaction")
+        #expect(NSArray(array: interactions).isEqual(to: expected["interactions"] as! [Any]), "\(interactions)")
+        let hourly = try await rig.rows("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
+        #expect(NSArray(array: hourly).isEqual(to: expected["queue_hourly"] as! [Any]), "\(hourly)")
+        let daily = try await rig.rows(
+            "SELECT day::text AS day, agent, answered, talk_ms, hold_ms, ready_ms, not_ready_ms FROM report.agent_daily ORDER BY agent"
+        )
+        #expect(NSArray(array: daily).isEqual(to: expected["agent_daily"] as! [Any]), "\(daily)")
+    }
+
+    /// The hand-worked fixture through collectors, IDBs and the extractor, in batches that arrive
+    /// out of order, with each IDB of the pair missing different events (HA merge).
+    @Test func theFixtureEndToEndWithEachIDBMissingDifferentEvents() async throws {
+        let rig = try await ExtractorRig.start(offset: 500, name: "extract-ha")
+        let lines = try fixtureLines()
+        // site1-a gets every event but 7, 16, 24; site1-b every event but 5, 13, 30 — in two
+        // batches, the later half first.
+        let a = lines.enumerated().filter { ![6, 15, 23].contains($0.offset) }.map(\.element)
+        let b = lines.enumerated().filter { ![4, 12, 29].contains($0.offset) }.map(\.element)
+        try await rig.post(Array(a[..<20]), to: ["site1-a"])
+        try await rig.post(Array(b[16...]), to: ["site1-b"])
+        try await rig.post(Array(b[..<16]), to: ["site1-b"])
+        try await rig.post(Array(a[20...]), to: ["site1-a"])
+        try await rig.post([Self.site2Heartbeat], to: ["site2-a", "site2-b"])
+        let extractor = Extractor(settings: rig.settings, logger: rig.lab.logger)
+        let first = try await extractor.cycle()
+        #expect(first.extracted == 35 - 1, "every event once (the heartbeat is not an event)")
+        #expect(first.states["site1/voice"] == .current)
+        _ = try await extractor.cycle()
+        try await checkReports(rig)
+        // Posting everything again changes nothing.
+        try await rig.post(lines, to: ["site1-a", "site1-b"])
+        let again = try await extractor.cycle()
+        #expect(again.extracted == 0)
+        try await checkReports(rig)
+        await extractor.close()
+        try rig.lab.down(remove: true)
+    }
+
+    /// A source silent for longer than the threshold is stuck: the mart goes on without it and
+    /// lists the gap; when it returns with `discard`, only data newer than R − threshold comes in.
+    @Test(arguments: [Topology.LateDataPolicy.discard, .backfill])
+    func aLongOutageFollowsTheLateDataPolicy(policy: Topology.LateDataPolicy) async throws {
+        let rig = try await ExtractorRig.start(
+            offset: policy == .discard ? 600 : 700, name: "extract-\(policy.rawValue)", lateData: policy)
+        let clock = TestClock(start: 1_795_255_200_000)  // 2026-11-21T10:00:00Z
+        var settings = rig.settings
+        settings.clock = { clock.now }
+        let extractor = Extractor(settings: settings, logger: rig.lab.logger)
+        func agent(_ source: String, _ seq: Int, _ secondsAfter10: Int) -> String {
+            let ts = EventModel.Timestamp(millisecondsSinceEpoch: 1_795_255_200_000 + Int64(secondsAfter10) * 1000)
+                .rfc3339
+            return
+                #"{"source":"\#(source)","seq":\#(seq),"ts":"\#(ts)","type":"agent.ready","agent":"\#(source.prefix(5))-x"}"#
+        }
+        // Both sources deliver up to 10:00:10.
+        try await rig.post((1...10).map { agent("site1/voice", $0, $0) }, to: ["site1-a", "site1-b"])
+        try await rig.post((1...10).map { agent("site2/voice", $0, $0) }, to: ["site2-a", "site2-b"])
+        var r = try await extractor.cycle()
+        #expect(r.completeThrough == 1_795_255_210_000)
+        // site2 falls silent; site1 goes on. Within the threshold site2 holds the mart back.
+        clock.advance(seconds: 10)
+        try await rig.post((11...30).map { agent("site1/voice", $0, $0) }, to: ["site1-a", "site1-b"])
+        r = try await extractor.cycle()
+        #expect(r.states["site2/voice"] == .delayed)
+        #expect(r.completeThrough == 1_795_255_210_000, "the mart waits for the delayed source")
+        // Past the threshold: stuck, the gap is listed, the others go on.
+        clock.advance(seconds: 15)
+        r = try await extractor.cycle()
+        #expect(r.states["site2/voice"] == .stuck)
+        #expect(r.completeThrough == 1_795_255_230_000)
+        var gaps = try await rig.rows("SELECT source, gap_from, gap_to, backfilled_at FROM report.data_gaps")
+        #expect(gaps.count == 1)
+        #expect(gaps.first?["gap_from"] as? String == "2026-11-21T10:00:10.000Z")
+        // site2 comes back at R = clock (10:00:35 by the test clock) with everything it held: 10:00:11 … 10:00:40.
+        clock.advance(seconds: 10)
+        try await rig.post((11...40).map { agent("site2/voice", $0, $0) }, to: ["site2-a", "site2-b"])
+        r = try await extractor.cycle()
+        #expect(r.states["site2/voice"] == .current)
+        let stored = try await rig.rows("SELECT seq FROM mart.event WHERE source = 'site2/voice' ORDER BY seq").map {
+            $0["seq"] as! Int
+        }
+        gaps = try await rig.rows("SELECT source, gap_from, gap_to, backfilled_at FROM report.data_gaps")
+        switch policy {
+        case .discard:
+            // R − threshold = 10:00:35 − 20 s = 10:00:15: events at 10:00:11 … 10:00:14 stay lost.
+            #expect(stored == Array(1...10) + Array(15...40), "\(stored)")
+            #expect(gaps.first?["gap_to"] as? String == "2026-11-21T10:00:15.000Z")
+            #expect(gaps.first?["backfilled_at"] is NSNull)
+        case .backfill:
+            #expect(stored == Array(1...40))
+            #expect(gaps.first?["backfilled_at"] is String)
+        }
+        await extractor.close()
+        try rig.lab.down(remove: true)
+    }
+
+    /// An outage shorter than the threshold loses nothing, under either policy.
+    @Test func aShortOutageLosesNothing() async throws {
+        let rig = try await ExtractorRig.start(offset: 800, name: "extract-short")
+        let clock = TestClock(start: 1_795_255_200_000)
+        var settings = rig.settings
+        settings.clock = { clock.now }
+        let extractor = Extractor(settings: settings, logger: rig.lab.logger)
+        try await rig.post(
+            [#"{"source":"site1/voice","seq":1,"ts":"2026-11-21T10:00:01Z","type":"agent.login","agent":"a"}"#],
+            to: ["site1-a"])
+        try await rig.post(
+            [#"{"source":"site2/voice","seq":1,"ts":"2026-11-21T10:00:01Z","type":"agent.login","agent":"b"}"#],
+            to: ["site2-a"])
+        _ = try await extractor.cycle()
+        try rig.lab.setLink("site1", "site2", .blackhole)
+        clock.advance(seconds: 12)
+        // site2 goes on; its -b collector, which writes the IDB at site1, queues behind the black hole.
+        let more = #"{"source":"site2/voice","seq":2,"ts":"2026-11-21T10:00:05Z","type":"agent.ready","agent":"b"}"#
+        try await rig.post([more], to: ["site2-a"])
+        try await rig.post([more], to: ["site2-b"], wait: false)
+        let during = try await extractor.cycle()
+        #expect(during.unreachable.contains("site2/idb_site2_a"))
+        #expect(during.states["site2/voice"] == .delayed, "late, but within the threshold")
+        try rig.lab.setLink("site1", "site2", .up)
+        try await rig.post([], to: ["site2-b"])  // waits until site2-b has drained
+        clock.advance(seconds: 1)
+        _ = try await extractor.cycle()
+        let seqs = try await rig.rows("SELECT source, seq FROM mart.event ORDER BY source, seq").map {
+            "\($0["source"]!) \($0["seq"]!)"
+        }
+        #expect(seqs == ["site1/voice 1", "site2/voice 1", "site2/voice 2"])
+        #expect(try await rig.rows("SELECT * FROM report.data_gaps").isEmpty)
+        await extractor.close()
+        try rig.lab.down(remove: true)
+    }
+}
+
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Int64
+    init(start: Int64) { value = start }
+    var now: Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+    func advance(seconds: Int64) {
+        lock.lock()
+        value += seconds * 1000
+        lock.unlock()
+    }
+}
