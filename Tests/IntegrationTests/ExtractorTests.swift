@@ -251,3 +251,110 @@ final class TestClock: @unchecked Sendable {
         lock.unlock()
     }
 }
+
+/// An independent recomputation, in SQL straight from the raw events, of what the transform
+/// produces — for a large generated stream, compared row by row.
+@Suite("Extractor against an independent recomputation", .serialized)
+struct ExtractorCrossCheckTests {
+    static let interactionsFromRaw = """
+        WITH ev AS (
+            SELECT e.*, lead(ts) OVER (PARTITION BY source, interaction ORDER BY seq) AS next_ts,
+                   count(*) FILTER (WHERE type = 'interaction.queued') OVER (PARTITION BY source, interaction ORDER BY seq) AS offer_no
+            FROM mart.event e WHERE interaction IS NOT NULL
+        ), per AS (
+            SELECT source, interaction,
+                (array_agg(media ORDER BY seq) FILTER (WHERE type = 'interaction.created'))[1] AS media,
+                (array_agg(queue ORDER BY seq) FILTER (WHERE type = 'interaction.queued'))[1] AS first_queue,
+                (array_agg(queue ORDER BY seq DESC) FILTER (WHERE type = 'interaction.queued'))[1] AS last_queue,
+                (array_agg(agent ORDER BY seq DESC) FILTER (WHERE type = 'interaction.answered'))[1] AS agent,
+                CASE WHEN bool_or(type = 'interaction.answered') THEN 'answered'
+                     WHEN bool_or(type = 'interaction.abandoned') THEN 'abandoned'
+                     WHEN bool_or(type = 'interaction.ended') THEN 'unanswered' ELSE 'open' END AS outcome,
+                (extract(epoch FROM (array_agg(ts ORDER BY seq) FILTER (WHERE type IN ('interaction.answered', 'interaction.abandoned')))[1]
+                  - COALESCE((array_agg(ts ORDER BY seq) FILTER (WHERE type = 'interaction.queued'))[1],
+                             (array_agg(ts ORDER BY seq) FILTER (WHERE type = 'interaction.created'))[1])) * 1000)::bigint AS wait_ms,
+                COALESCE(sum(extract(epoch FROM next_ts - ts) * 1000) FILTER (WHERE type IN ('interaction.answered', 'interaction.retrieved')), 0)::bigint AS talk_ms,
+                COALESCE(sum(extract(epoch FROM next_ts - ts) * 1000) FILTER (WHERE type = 'interaction.held'), 0)::bigint AS hold_ms,
+                count(*) FILTER (WHERE type = 'interaction.transferred') AS transfers
+            FROM ev GROUP BY source, interaction
+        )
+        SELECT source, interaction, media, first_queue, last_queue, agent, outcome, wait_ms, talk_ms, hold_ms, transfers
+        FROM per ORDER BY source, interaction
+        """
+
+    static let hourlyFromRaw = """
+        WITH ev AS (
+            SELECT e.*, lead(ts) OVER (PARTITION BY source, interaction ORDER BY seq) AS next_ts,
+                   count(*) FILTER (WHERE type = 'interaction.queued') OVER (PARTITION BY source, interaction ORDER BY seq) AS offer_no
+            FROM mart.event e WHERE interaction IS NOT NULL
+        ), media AS (
+            SELECT source, interaction, media FROM mart.event WHERE type = 'interaction.created'
+        ), offers AS (
+            SELECT source, interaction, offer_no,
+                (array_agg(ts ORDER BY seq) FILTER (WHERE type = 'interaction.queued'))[1] AS offered_at,
+                (array_agg(queue ORDER BY seq) FILTER (WHERE type = 'interaction.queued'))[1] AS queue,
+                (array_agg(type ORDER BY seq) FILTER (WHERE type IN ('interaction.answered', 'interaction.abandoned')))[1] AS resolution,
+                (array_agg(ts ORDER BY seq) FILTER (WHERE type IN ('interaction.answered', 'interaction.abandoned')))[1] AS resolved_at,
+                COALESCE(sum(extract(epoch FROM next_ts - ts) * 1000) FILTER (WHERE type IN ('interaction.answered', 'interaction.retrieved')), 0) AS talk
+            FROM ev WHERE offer_no > 0 GROUP BY source, interaction, offer_no
+        ), o AS (
+            SELECT date_trunc('hour', offered_at) AS hour, queue, m.media, resolution,
+                   extract(epoch FROM resolved_at - offered_at) * 1000 AS wait, talk
+            FROM offers JOIN media m USING (source, interaction)
+        )
+        SELECT hour, queue, media, count(*) AS offered,
+            count(*) FILTER (WHERE resolution = 'interaction.answered') AS answered,
+            count(*) FILTER (WHERE resolution = 'interaction.abandoned') AS abandoned,
+            count(*) FILTER (WHERE resolution = 'interaction.answered' AND wait <= 20000) AS answered_within_sla,
+            round(avg(wait) FILTER (WHERE resolution IS NOT NULL)::numeric)::bigint AS avg_wait_ms,
+            round(avg(talk) FILTER (WHERE resolution = 'interaction.answered')::numeric)::bigint AS avg_talk_ms
+        FROM o GROUP BY hour, queue, media ORDER BY hour, queue, media
+        """
+
+    @Test func aGeneratedStreamMatchesRowByRow() async throws {
+        let rig = try await ExtractorRig.start(offset: 900, name: "extract-cross")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cross-\(getpid()).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let gen = try Processes.run([TestLab.executable, "gen", "--count", "40000", "--seed", "11", "--rate", "60", "--out", file])
+        #expect(gen.status == 0)
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
+        for source in ["site1/voice", "site2/voice"] {
+            let mine = lines.filter { $0.contains(#""source":"\#(source)""#) }
+            let prefix = source.hasPrefix("site1") ? "site1" : "site2"
+            for chunk in stride(from: 0, to: mine.count, by: 5000) {
+                try await rig.post(Array(mine[chunk..<min(chunk + 5000, mine.count)]), to: ["\(prefix)-a", "\(prefix)-b"])
+            }
+        }
+        let extractor = Extractor(settings: rig.settings, logger: rig.lab.logger)
+        var extracted = 0
+        for _ in 0..<10 {
+            let r = try await extractor.cycle()
+            extracted += r.extracted
+            if r.extracted == 0 && extracted > 0 { break }
+        }
+        // Everything both sources have is complete through the earlier of their last events.
+        let conn = try await rig.mart()
+        let t = try await conn.query("SELECT complete_through FROM control.extractor")[0].decode(0, as: PostgresTimestamp.self)
+        // Compare only what is complete: drop events past T before recomputing.
+        try await conn.query("DELETE FROM mart.event WHERE ts > $1", [t])
+        func dump(_ sql: String) async throws -> [String] {
+            try await conn.query(sql).map { r in (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|") }
+        }
+        let fromRaw = try await dump(Self.interactionsFromRaw)
+        let fromMart = try await dump(
+            """
+            SELECT source, interaction, media, first_queue, last_queue, agent, outcome, wait_ms, talk_ms, hold_ms, transfers
+            FROM report.interactions ORDER BY source, interaction
+            """)
+        #expect(fromRaw.count > 4000)
+        #expect(fromRaw.count == fromMart.count)
+        let differing = zip(fromRaw, fromMart).filter { $0 != $1 }
+        #expect(differing.isEmpty, "first differences: \(differing.prefix(3))")
+        let hourlyRaw = try await dump(Self.hourlyFromRaw)
+        let hourlyMart = try await dump("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
+        #expect(hourlyRaw == hourlyMart, "raw: \(hourlyRaw.prefix(3)) mart: \(hourlyMart.prefix(3))")
+        await conn.close()
+        await extractor.close()
+        try rig.lab.down(remove: true)
+    }
+}
