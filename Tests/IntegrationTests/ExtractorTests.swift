@@ -315,14 +315,17 @@ struct ExtractorCrossCheckTests {
         let rig = try await ExtractorRig.start(offset: 900, name: "extract-cross")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("cross-\(getpid()).ndjson").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let gen = try Processes.run([TestLab.executable, "gen", "--count", "40000", "--seed", "11", "--rate", "60", "--out", file])
+        let gen = try Processes.run([
+            TestLab.executable, "gen", "--count", "40000", "--seed", "11", "--rate", "60", "--out", file,
+        ])
         #expect(gen.status == 0)
         let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
         for source in ["site1/voice", "site2/voice"] {
             let mine = lines.filter { $0.contains(#""source":"\#(source)""#) }
             let prefix = source.hasPrefix("site1") ? "site1" : "site2"
             for chunk in stride(from: 0, to: mine.count, by: 5000) {
-                try await rig.post(Array(mine[chunk..<min(chunk + 5000, mine.count)]), to: ["\(prefix)-a", "\(prefix)-b"])
+                try await rig.post(
+                    Array(mine[chunk..<min(chunk + 5000, mine.count)]), to: ["\(prefix)-a", "\(prefix)-b"])
             }
         }
         let extractor = Extractor(settings: rig.settings, logger: rig.lab.logger)
@@ -334,11 +337,13 @@ struct ExtractorCrossCheckTests {
         }
         // Everything both sources have is complete through the earlier of their last events.
         let conn = try await rig.mart()
-        let t = try await conn.query("SELECT complete_through FROM control.extractor")[0].decode(0, as: PostgresTimestamp.self)
+        let t = try await conn.query("SELECT complete_through FROM control.extractor")[0].decode(
+            0, as: PostgresTimestamp.self)
         // Compare only what is complete: drop events past T before recomputing.
         try await conn.query("DELETE FROM mart.event WHERE ts > $1", [t])
         func dump(_ sql: String) async throws -> [String] {
-            try await conn.query(sql).map { r in (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|") }
+            try await conn.query(sql).map { r in (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|")
+            }
         }
         let fromRaw = try await dump(Self.interactionsFromRaw)
         let fromMart = try await dump(
@@ -356,5 +361,76 @@ struct ExtractorCrossCheckTests {
         await conn.close()
         await extractor.close()
         try rig.lab.down(remove: true)
+    }
+}
+
+@Suite("Extractor process under SIGKILL", .serialized)
+struct ExtractorCrashTests {
+    @Test func sigkillMidBatchThenRestartLosesAndDoublesNothing() async throws {
+        let lab = try TestLab.makeLab(name: "extract-kill")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + 1000
+        o.stuckThreshold = 3600
+        try await lab.up(o)
+        let topology = try Topology.load(path: lab.topologyPath(site: "site1"))
+        let rig = ExtractorRig(
+            lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("kill-\(getpid()).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        #expect(
+            try Processes.run([
+                TestLab.executable, "gen", "--count", "60000", "--seed", "5", "--rate", "100", "--out", file,
+            ]).status == 0)
+        let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
+        let pidFile = lab.directory + "/sites/site1/run/extractor.pid"
+        var kills = 0
+        for source in ["site1/voice", "site2/voice"] {
+            let mine = lines.filter { $0.contains(#""source":"\#(source)""#) }
+            let prefix = source.hasPrefix("site1") ? "site1" : "site2"
+            for chunk in stride(from: 0, to: mine.count, by: 6000) {
+                try await rig.post(
+                    Array(mine[chunk..<min(chunk + 6000, mine.count)]), to: ["\(prefix)-a", "\(prefix)-b"])
+                // Kill the extractor while it works through what just arrived, then restart it.
+                try await Task.sleep(for: .milliseconds(Int.random(in: 50...400)))
+                if let pid = pid_t(
+                    try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                ) {
+                    kill(pid, SIGKILL)
+                    while Processes.isAlive(pid) { try await Task.sleep(for: .milliseconds(10)) }
+                    kills += 1
+                }
+                try await lab.up(o)
+            }
+        }
+        #expect(kills >= 5)
+        // Let the restarted extractor finish: every stored IDB event reaches the mart exactly once.
+        let idbCount = try await { () async throws -> Int in
+            var total = 0
+            for (site, db) in [("site1", "idb_site1_a"), ("site2", "idb_site2_a")] {
+                let c = try await TestLab.connect(lab, site: site, database: db)
+                total += try await c.query("SELECT count(*) FROM idb.events")[0].decode(0, as: Int.self)
+                await c.close()
+            }
+            return total
+        }()
+        try await CollectorTests.waitUntil("the mart holds every event", timeout: 120) {
+            let c = try await rig.mart()
+            let n = try await c.query("SELECT count(*) FROM mart.event")[0].decode(0, as: Int.self)
+            await c.close()
+            return n == idbCount
+        }
+        let c = try await rig.mart()
+        let dupes = try await c.query("SELECT count(*) - count(DISTINCT (source, seq)) FROM mart.event")[0].decode(
+            0, as: Int.self)
+        #expect(dupes == 0)
+        let t = try await c.query("SELECT complete_through FROM control.extractor")[0].decode(
+            0, as: PostgresTimestamp.self)
+        try await c.query("DELETE FROM mart.event WHERE ts > $1", [t])
+        let raw = try await c.query(ExtractorCrossCheckTests.interactionsFromRaw).count
+        let mart = try await c.query("SELECT count(*) FROM report.interactions")[0].decode(0, as: Int.self)
+        #expect(raw == mart, "every complete interaction is in the mart once")
+        await c.close()
+        try lab.down(remove: true)
     }
 }
