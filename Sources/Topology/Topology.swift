@@ -198,3 +198,18 @@ public struct TopologyError: Error, CustomStringConvertible, Sendable, Equatable
         return path.isEmpty ? "\(where_): \(message)" : "\(where_): \(path): \(message)"
     }
 }
+
+/// A command refused by a safety rule (exit code 3): which rule, and what would make it pass.
+public struct SafetyRefusal: Error, CustomStringConvertible, Sendable {
+    public var rule: String
+    public var message: String
+    public var remedy: String
+
+    public init(rule: String, message: String, remedy: String) {
+        self.rule = rule
+        self.message = message
+        self.remedy = remedy
+    }
+
+    public var description: String { "refused by rule \"\(rule)\": \(message); \(remedy)" }
+}

@@ -15,6 +15,13 @@ extension BCPipe {
         @OptionGroup var topologyOptions: TopologyOptions
         @Flag(help: "Print one JSON document.") var json = false
 
+        struct SourceStatus: Codable {
+            var source: String
+            var state: String
+            var completeThrough: String?
+            var lagSeconds: Double?
+        }
+
         struct SiteStatus: Codable {
             var name: String
             var reachable: Bool
@@ -22,6 +29,9 @@ extension BCPipe {
             var phase: String?
             var epoch: Int64?
             var databases: [String]
+            var extractorCompleteThrough: String?
+            var extractorCycles: Int64?
+            var sources: [SourceStatus] = []
         }
 
         struct CollectorStatus: Codable {
@@ -87,6 +97,18 @@ extension BCPipe {
                     if let row = rows.first {
                         status.phase = try row.decode(0, as: String.self)
                         status.epoch = try row.decode(1, as: Int64.self)
+                    }
+                    if let e = try await conn.query("SELECT complete_through, cycles FROM control.extractor").first {
+                        status.extractorCompleteThrough = e[0]
+                        status.extractorCycles = try e.decode(1, as: Int64.self)
+                    }
+                    for r in try await conn.query(
+                        "SELECT source, state, complete_through, extract(epoch FROM now() - complete_through) FROM control.source_state ORDER BY source"
+                    ) {
+                        status.sources.append(
+                            SourceStatus(
+                                source: try r.decode(0, as: String.self), state: try r.decode(1, as: String.self),
+                                completeThrough: r[2], lagSeconds: try r.decode(3, as: Double?.self)))
                     }
                     status.reachable = true
                     await conn.close()

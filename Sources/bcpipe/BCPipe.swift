@@ -12,7 +12,7 @@ struct BCPipe: AsyncParsableCommand {
         subcommands: [
             Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self,
             ExtractorCommand.self,
-            Report.self, Gen.self,
+            Report.self, IDBCommand.self, Gen.self,
         ])
 
     /// Exit codes of CONTRACT 4.
@@ -59,6 +59,7 @@ struct BCPipe: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             switch error {
+            case is SafetyRefusal: Foundation.exit(Exit.refused)
             case is TopologyError, is ValidationError: Foundation.exit(Exit.usage)
             default: Foundation.exit(Exit.failed)
             }

@@ -434,3 +434,50 @@ struct ExtractorCrashTests {
         try lab.down(remove: true)
     }
 }
+
+@Suite("bcpipe idb purge", .serialized)
+struct PurgeTests {
+    @Test func purgesOnlyWhatTheMartExtractedAndNeverUnderAHold() async throws {
+        let rig = try await ExtractorRig.start(offset: 1100, name: "purge")
+        let lines = try fixtureLines()
+        try await rig.post(Array(lines[..<20]), to: ["site1-a", "site1-b"])
+        try await rig.post([ExtractorTests.site2Heartbeat], to: ["site2-a", "site2-b"])
+        let extractor = Extractor(settings: rig.settings, logger: rig.lab.logger)
+        _ = try await extractor.cycle()
+        // Arrives after the extraction: not purgeable yet.
+        try await rig.post(Array(lines[20...]), to: ["site1-a", "site1-b"])
+
+        let mart = try await rig.mart()
+        try await mart.query(
+            "INSERT INTO control.purge_hold (reason, set_by) VALUES ('return to normal in progress', 'test')")
+        let held = try Processes.run([
+            TestLab.executable, "idb", "purge", "--older-than", "0s", "--config", rig.lab.topologyPath,
+        ])
+        #expect(held.status == 3, "\(held.text)")
+        #expect(held.text.contains("no-purge-hold") && held.text.contains("return to normal in progress"))
+        try await mart.query("UPDATE control.purge_hold SET released_at = now()")
+        await mart.close()
+
+        let out = try Processes.run([
+            TestLab.executable, "idb", "purge", "--older-than", "0s", "--config", rig.lab.topologyPath,
+        ])
+        #expect(out.status == 0, "\(out.text)")
+        #expect(out.text.contains("site1/idb_site1_a: deleted 20 rows"), "\(out.text)")
+        let idb = try await TestLab.connect(rig.lab, site: "site1", database: "idb_site1_a")
+        let left = try await idb.query("SELECT min(seq), count(*) FROM idb.events")
+        #expect(
+            try left[0].decode(1, as: Int.self) == 14,
+            "what the mart has not extracted stays (the trailing heartbeat is no row)")
+        #expect(try left[0].decode(0, as: Int.self) == 21)
+        await idb.close()
+
+        try rig.lab.failSite("site2")
+        let unreachable = try Processes.run([
+            TestLab.executable, "idb", "purge", "--older-than", "1h", "--config", rig.lab.topologyPath,
+        ])
+        #expect(unreachable.status == 0, "site2's mart is standby, not active: \(unreachable.text)")
+        #expect(unreachable.text.contains("site2/idb_site1_b: skipped, unreachable"))
+        await extractor.close()
+        try rig.lab.down(remove: true)
+    }
+}
