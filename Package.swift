@@ -88,7 +88,7 @@ let package = Package(
             name: "bcpipe-bench",
             dependencies: [
                 "PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue", "Collector", "Traffic",
-                "Topology",
+                "Topology", "Extractor",
             ]),
 
         // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).

@@ -8,6 +8,8 @@ extension Extractor {
         var interactions = 0
         var completeThrough: Int64?
         var states: [String: SourceState] = [:]
+        /// Sources whose state changed this cycle: (source, before, after).
+        var transitions: [(String, String, SourceState)] = []
     }
 
     struct StoredSource {
@@ -90,7 +92,7 @@ extension Extractor {
         var rows: [UInt8] = []
         var row = CopyRow()
         for r in reads {
-            for e in r.events {
+            for (i, e) in r.events.enumerated() {
                 if let s = stored[e.source], let after = s.discardAfter, let before = s.discardBefore,
                     e.ts.millisecondsSinceEpoch > after, e.ts.millisecondsSinceEpoch < before
                 {
@@ -107,7 +109,7 @@ extension Extractor {
                 row.append(e.queue)
                 row.append(e.agent)
                 row.append(e.reason)
-                row.append(e.attrs.isEmpty ? nil : e.attrs.json)
+                row.append(r.attrs[i])
                 row.end()
                 rows += row.bytes
             }
@@ -148,6 +150,10 @@ extension Extractor {
         for source in settings.sources {
             let a = availability[source.name]!
             let state = states[source.name]!
+            let before = stored[source.name]?.state ?? "new"
+            if before != state.rawValue && !(before == "new" && state == .current) {
+                result.transitions.append((source.name, before, state))
+            }
             if state == .stuck && stored[source.name]?.state != "stuck" {
                 try await c.query(
                     "INSERT INTO control.data_gaps (source, gap_from, reason) VALUES ($1, $2, $3)",

@@ -5,7 +5,7 @@ import PostgresClient
 extension Extractor {
     static let transformTables = """
         CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text) ON COMMIT DELETE ROWS;
-        CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text, from_ts timestamptz) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS touched_hours (hour timestamptz) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS touched_days (day date, agent text) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS names (kind text, name text) ON COMMIT DELETE ROWS;
@@ -43,6 +43,15 @@ extension Extractor {
         -> Int
     {
         let through = PostgresTimestamp(millisecondsSinceEpoch: t)
+        let timing = ProcessInfo.processInfo.environment["BCPIPE_EXTRACTOR_TIMING"] != nil
+        var mark = Date()
+        func lap(_ what: String) {
+            if timing {
+                FileHandle.standardError.write(
+                    Data("  transform \(what): \(Int(Date().timeIntervalSince(mark) * 1000)) ms\n".utf8))
+            }
+            mark = Date()
+        }
         try c.execute(transformTables)
         let touched = try await c.query(
             """
@@ -50,9 +59,20 @@ extension Extractor {
             WHERE NOT transformed AND ts <= $1 AND interaction IS NOT NULL
             """, [through]
         ).affectedRows
+        // Each touched agent is recomputed from its last transformed state change before its
+        // earliest new one: the intervals before that cannot change.
         try await c.query(
-            "INSERT INTO touched_a SELECT DISTINCT agent FROM mart.event WHERE NOT transformed AND ts <= $1 AND type LIKE 'agent.%'",
-            [through])
+            """
+            INSERT INTO touched_a
+            SELECT n.agent, COALESCE(
+                (SELECT max(e.ts) FROM mart.event e WHERE e.agent = n.agent AND e.type LIKE 'agent.%' AND e.transformed AND e.ts < n.min_ts),
+                n.min_ts)
+            FROM (SELECT agent, min(ts) AS min_ts FROM mart.event WHERE NOT transformed AND ts <= $1 AND type LIKE 'agent.%'
+                  GROUP BY agent) n
+            """, [through])
+        // Temporary tables are never auto-analysed: without statistics the joins below plan badly.
+        try c.execute("ANALYZE touched_i; ANALYZE touched_a")
+        lap("touched")
         // The buckets the old facts were in.
         try c.execute(
             """
@@ -60,12 +80,14 @@ extension Extractor {
             INSERT INTO touched_days SELECT DISTINCT (f.answered_at AT TIME ZONE 'UTC')::date, a.agent
               FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction) JOIN mart.dim_agent a ON a.agent_key = f.agent_key;
             INSERT INTO touched_days SELECT DISTINCT s.day, a.agent FROM mart.fact_agent_state s
-              JOIN mart.dim_agent a ON a.agent_key = s.agent_key JOIN touched_a t ON t.agent = a.agent;
+              JOIN mart.dim_agent a ON a.agent_key = s.agent_key JOIN touched_a t ON t.agent = a.agent AND s.started_at >= t.from_ts;
             DELETE FROM mart.fact_queue_offer f USING touched_i t WHERE f.source = t.source AND f.interaction = t.interaction;
             DELETE FROM mart.fact_interaction f USING touched_i t WHERE f.source = t.source AND f.interaction = t.interaction;
-            DELETE FROM mart.fact_agent_state s USING mart.dim_agent a, touched_a t WHERE s.agent_key = a.agent_key AND a.agent = t.agent
+            DELETE FROM mart.fact_agent_state s USING mart.dim_agent a, touched_a t
+              WHERE s.agent_key = a.agent_key AND a.agent = t.agent AND s.started_at >= t.from_ts
             """)
 
+        lap("old buckets + deletes")
         // Interactions and offers, from all their events up to t.
         var interactionRows: [UInt8] = []
         var offerRows: [UInt8] = []
@@ -133,11 +155,15 @@ extension Extractor {
                 }
             }
         }
+        lap("interactions computed")
         // Agent state intervals of the touched agents, from all their agent events up to t.
         var stateRows: [UInt8] = []
         let agentEvents = try events(
             try await c.query(
-                "SELECT \(eventColumns) FROM mart.event e JOIN touched_a t ON t.agent = e.agent WHERE e.type LIKE 'agent.%' AND e.ts <= $1",
+                """
+                SELECT \(eventColumns) FROM mart.event e JOIN touched_a t ON t.agent = e.agent
+                WHERE e.type LIKE 'agent.%' AND e.ts >= t.from_ts AND e.ts <= $1
+                """,
                 [through]))
         var byAgent: [String: [Event]] = [:]
         for e in agentEvents { byAgent[e.agent!, default: []].append(e) }
@@ -163,7 +189,10 @@ extension Extractor {
         where !bytes.isEmpty {
             try c.copyIn("COPY \(table) FROM STDIN") { sink in try sink.write(bytes) }
         }
+        try c.execute("ANALYZE names; ANALYZE new_interaction; ANALYZE new_offer; ANALYZE new_state")
+        lap("copy")
         try await c.query("UPDATE mart.event SET transformed = true WHERE NOT transformed AND ts <= $1", [through])
+        lap("mark transformed")
         try await c.query(
             """
             INSERT INTO mart.dim_date (date_key, day, year, month, day_of_month, day_of_week)
@@ -199,6 +228,8 @@ extension Extractor {
             INSERT INTO touched_hours SELECT DISTINCT date_trunc('hour', offered_at) FROM new_offer;
             INSERT INTO touched_days SELECT DISTINCT (answered_at AT TIME ZONE 'UTC')::date, agent FROM new_offer WHERE agent IS NOT NULL AND answered_at IS NOT NULL;
             INSERT INTO touched_days SELECT DISTINCT (started_at AT TIME ZONE 'UTC')::date, agent FROM new_state;
+            ANALYZE touched_hours;
+            ANALYZE touched_days;
             DELETE FROM mart.agg_queue_hourly WHERE hour IN (SELECT hour FROM touched_hours);
             INSERT INTO mart.agg_queue_hourly (hour, queue_key, media_key, offered, answered, abandoned, answered_within_sla,
                 wait_ms_sum, wait_count, talk_ms_sum, talk_count)
@@ -211,19 +242,22 @@ extension Extractor {
             DELETE FROM mart.agg_agent_daily d USING mart.dim_agent a, touched_days t
               WHERE d.agent_key = a.agent_key AND a.agent = t.agent AND d.day = t.day;
             INSERT INTO mart.agg_agent_daily (day, agent_key, answered, talk_ms, hold_ms, ready_ms, not_ready_ms)
-            SELECT k.day, a.agent_key,
-                (SELECT count(*) FROM mart.fact_queue_offer o WHERE o.agent_key = a.agent_key AND o.outcome = 'answered'
-                    AND (o.answered_at AT TIME ZONE 'UTC')::date = k.day),
-                (SELECT COALESCE(sum(o.talk_ms), 0) FROM mart.fact_queue_offer o WHERE o.agent_key = a.agent_key AND o.outcome = 'answered'
-                    AND (o.answered_at AT TIME ZONE 'UTC')::date = k.day),
-                (SELECT COALESCE(sum(o.hold_ms), 0) FROM mart.fact_queue_offer o WHERE o.agent_key = a.agent_key AND o.outcome = 'answered'
-                    AND (o.answered_at AT TIME ZONE 'UTC')::date = k.day),
-                (SELECT COALESCE(sum(extract(epoch FROM s.ended_at - s.started_at) * 1000), 0)::bigint FROM mart.fact_agent_state s
-                    WHERE s.agent_key = a.agent_key AND s.day = k.day AND s.state = 'agent.ready' AND s.ended_at IS NOT NULL),
-                (SELECT COALESCE(sum(extract(epoch FROM s.ended_at - s.started_at) * 1000), 0)::bigint FROM mart.fact_agent_state s
-                    WHERE s.agent_key = a.agent_key AND s.day = k.day AND s.state = 'agent.not_ready' AND s.ended_at IS NOT NULL)
-            FROM (SELECT DISTINCT day, agent FROM touched_days WHERE day IS NOT NULL) k JOIN mart.dim_agent a ON a.agent = k.agent
+            SELECT k.day, k.agent_key, COALESCE(o.answered, 0), COALESCE(o.talk, 0), COALESCE(o.hold, 0),
+                COALESCE(st.ready, 0), COALESCE(st.not_ready, 0)
+            FROM (SELECT DISTINCT t.day, a.agent_key FROM touched_days t JOIN mart.dim_agent a ON a.agent = t.agent
+                  WHERE t.day IS NOT NULL) k
+            LEFT JOIN LATERAL (
+                SELECT count(*) AS answered, sum(talk_ms) AS talk, sum(hold_ms) AS hold FROM mart.fact_queue_offer f
+                WHERE f.agent_key = k.agent_key AND f.outcome = 'answered'
+                  AND f.answered_at >= (k.day::timestamp AT TIME ZONE 'UTC') AND f.answered_at < ((k.day + 1)::timestamp AT TIME ZONE 'UTC')
+            ) o ON true
+            LEFT JOIN LATERAL (
+                SELECT (sum(extract(epoch FROM s.ended_at - s.started_at) * 1000) FILTER (WHERE s.state = 'agent.ready'))::bigint AS ready,
+                       (sum(extract(epoch FROM s.ended_at - s.started_at) * 1000) FILTER (WHERE s.state = 'agent.not_ready'))::bigint AS not_ready
+                FROM mart.fact_agent_state s WHERE s.agent_key = k.agent_key AND s.day = k.day AND s.ended_at IS NOT NULL
+            ) st ON true
             """)
+        lap("facts + aggregates written")
         return touched
     }
 }

@@ -24,6 +24,8 @@ public final class Extractor: @unchecked Sendable {
     struct IDBRead {
         var idb: ExtractorSettings.IDB
         var events: [Event] = []
+        /// Each event's attrs as the IDB's jsonb text, passed through to the mart unparsed.
+        var attrs: [String?] = []
         var lastIngestID: Int64
         var availableThrough: Int64?
         var maxSeq: Int64?
@@ -40,6 +42,13 @@ public final class Extractor: @unchecked Sendable {
 
     private func connect(_ conninfo: String, _ database: String) async throws -> PostgresConnection {
         var config = PostgresConfiguration(conninfo: conninfo, database: database)
+        if database == "mart" {
+            // A cycle's mart transaction can be large after a backlog.
+            config.connectTimeout = 3
+            config.statementTimeoutMilliseconds = 120_000
+            config.applicationName = "bcpipe extractor \(settings.site)"
+            return try await PostgresConnection.connect(config, logger: logger)
+        }
         // A blackholed IDB costs a cycle at most this long; the others are read in the next one.
         config.connectTimeout = 3
         config.operationTimeout = 8
@@ -64,7 +73,18 @@ public final class Extractor: @unchecked Sendable {
                 logger.warning("extraction cycle failed; retrying", metadata: ["error": "\(error)"])
                 if let m = mart, await !m.isOpen { mart = nil }
             }
-            try? await Task.sleep(for: .seconds(settings.interval))
+            await waitForNews()
+        }
+    }
+
+    /// Waits up to `interval`, returning early when an IDB announces new rows (LISTEN idb_events).
+    private func waitForNews() async {
+        let deadline = Date().addingTimeInterval(settings.interval)
+        while Date() < deadline && !Task.isCancelled {
+            for conn in idbConnections.values {
+                if let n = try? await conn.notifications(timeout: 0), !n.isEmpty { return }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
         }
     }
 
@@ -73,6 +93,7 @@ public final class Extractor: @unchecked Sendable {
         if mart == nil { mart = try await connect(settings.martConninfo, "mart") }
         let mart = mart!
         var report = CycleReport()
+        let cycleStart = Date()
         let watermarks = try await loadWatermarks(mart)
         var reads: [IDBRead] = []
         for idb in settings.idbs {
@@ -85,6 +106,13 @@ public final class Extractor: @unchecked Sendable {
                     "IDB unreachable this cycle", metadata: ["idb": "\(idb.site)/\(idb.database)", "error": "\(error)"])
             }
         }
+        let readDone = Date()
+        if ProcessInfo.processInfo.environment["BCPIPE_EXTRACTOR_TIMING"] != nil {
+            FileHandle.standardError.write(
+                Data(
+                    "cycle: read \(reads.reduce(0) { $0 + $1.events.count }) rows in \(Int(readDone.timeIntervalSince(cycleStart) * 1000)) ms\n"
+                        .utf8))
+        }
         let now = settings.clock()
         let s = settings
         let readsCopy = reads
@@ -93,6 +121,21 @@ public final class Extractor: @unchecked Sendable {
         }
         report.extracted = result.extracted
         report.transformedInteractions = result.interactions
+        for (source, from, to) in result.transitions {
+            let meta: Logger.Metadata = ["source": "\(source)", "from": "\(from)", "to": "\(to.rawValue)"]
+            switch to {
+            case .delayed:
+                logger.warning(
+                    "source delayed: no new data; the mart waits for it (Info Mart's delayed-data alarm)",
+                    metadata: meta)
+            case .stuck:
+                logger.error(
+                    "source stuck past the data stuck threshold: extraction goes on without it; gap recorded",
+                    metadata: meta)
+            case .current: logger.notice("source current again", metadata: meta)
+            case .retired: logger.notice("source retired", metadata: meta)
+            }
+        }
         report.completeThrough = result.completeThrough
         report.states = result.states
         return report
@@ -119,6 +162,7 @@ public final class Extractor: @unchecked Sendable {
             conn = c
         } else {
             conn = try await connect(idb.conninfo, idb.database)
+            try await conn.listen("idb_events")  // the shipper notifies each commit
             idbConnections[idb] = conn
         }
         let limit = settings.batchRows
@@ -145,6 +189,7 @@ public final class Extractor: @unchecked Sendable {
             read.lastIngestID = try row.decode(0, as: Int64.self)
             guard let e = try Self.event(row) else { continue }
             read.events.append(e)
+            read.attrs.append(row[11])
         }
         if rows.count < limit, let cp = checkpoint.first {
             // Caught up: everything the checkpoint covers has been read.
@@ -158,12 +203,6 @@ public final class Extractor: @unchecked Sendable {
 
     static func event(_ row: PostgresRow) throws -> Event? {
         guard let type = EventType(rawValue: try row.decode(4, as: String.self)) else { return nil }
-        var attrs = Attributes()
-        if let json = try row.decode(11, as: String?.self),
-            let dict = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: String]
-        {
-            attrs = Attributes(dict)
-        }
         return Event(
             source: try row.decode(1, as: String.self), seq: try row.decode(2, as: Int64.self),
             ts: Timestamp(millisecondsSinceEpoch: try row.decode(3, as: PostgresTimestamp.self).millisecondsSinceEpoch),
@@ -171,7 +210,7 @@ public final class Extractor: @unchecked Sendable {
             media: try row.decode(6, as: String?.self).flatMap(Media.init(rawValue:)),
             direction: try row.decode(7, as: String?.self).flatMap(Direction.init(rawValue:)),
             queue: try row.decode(8, as: String?.self), agent: try row.decode(9, as: String?.self),
-            reason: try row.decode(10, as: String?.self), attrs: attrs)
+            reason: try row.decode(10, as: String?.self))
     }
 
     public func close() async {

@@ -211,3 +211,10 @@ if only.contains("collector") {
     let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 100
     try await benchCollector(events: eventCount, workDir: workDir, basePort: basePort)
 }
+
+// 6. The extractor on the lab.
+if only.contains("extractor") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 200
+    try await benchExtractor(events: eventCount, workDir: workDir, basePort: basePort)
+}

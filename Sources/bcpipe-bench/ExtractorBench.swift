@@ -1,0 +1,207 @@
+import Collector
+import EventModel
+import Extractor
+import Foundation
+import Lab
+import Logging
+import PostgresClient
+import Topology
+import Traffic
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Extractor figures on the lab: transform throughput from the IDBs (both halves of each HA
+/// pair) into the mart beside `psql \copy` of the same events into one table, and end-to-end
+/// freshness (collector 200 → in the reports) under a steady 10,000 events/s.
+func benchExtractor(events count: Int, workDir: String, basePort: Int) async throws {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+        "bcpipe"
+    ).path
+    let lab = LocalLab(directory: workDir + "/extractor-lab", executable: exe, logger: logger)
+    var options = LocalLab.Options()
+    options.basePort = basePort
+    options.startExtractors = false
+    options.stuckThreshold = 3600
+    options.collectorEnvironment = ["BCPIPE_LOG_LEVEL": "warning"]
+    try await lab.up(options)
+    defer { try? lab.down(remove: true) }
+    let topology = try Topology.load(path: lab.topologyPath(site: "site1"))
+    func url(_ name: String) -> String { "http://\(topology.collector(named: name)!.listen)" }
+    let poster = Poster(token: nil)
+    let start = Int64(Date().timeIntervalSince1970 * 1000) - 3_600_000
+
+    // 1. Fill both halves of both pairs with `count` events, then extract them all.
+    var copyText: [UInt8] = []
+    var row = CopyRow()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (i, source) in ["site1/voice", "site2/voice"].enumerated() {
+            var gen = TrafficGenerator(
+                source: source, seed: 40 + UInt64(i), start: start, profile: .staffed(arrivalsPerSecond: 500))
+            var bodies: [[UInt8]] = []
+            var body: [UInt8] = []
+            for n in 0..<(count / 2) {
+                let e = gen.next()!
+                e.appendJSON(to: &body)
+                body.append(10)
+                if e.type != .heartbeat {
+                    IDBWriter.encode(e, into: &row)
+                    copyText += row.bytes
+                }
+                if (n + 1) % 2000 == 0 {
+                    bodies.append(body)
+                    body = []
+                }
+            }
+            if !body.isEmpty { bodies.append(body) }
+            let prefix = String(source.prefix(5))
+            for target in ["\(prefix)-a", "\(prefix)-b"] {
+                let all = bodies
+                group.addTask { for b in all { try await poster.post(b, to: url(target)) } }
+            }
+        }
+        try await group.waitForAll()
+    }
+    for name in ["site1-a", "site1-b", "site2-a", "site2-b"] {
+        while true {
+            let (data, _) = try await URLSession.shared.data(from: URL(string: url(name) + "/v1/status")!)
+            let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            if (json?["queue"] as? [String: Any])?["events"] as? Int == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+    var settings = try ExtractorSettings.from(topology: topology, site: "site1")
+    settings.interval = 0.05
+    let extractor = Extractor(settings: settings, logger: logger)
+    let t0 = Date()
+    var extracted = 0
+    while true {
+        let r = try await extractor.cycle()
+        extracted += r.extracted
+        if r.extracted == 0 { break }
+    }
+    let tExtract = Date().timeIntervalSince(t0)
+    await extractor.close()
+    let stored = copyText.split(separator: 10).count  // events stored in the IDBs (heartbeats are not)
+    print(
+        "extract+transform  \(rate(Double(extracted) / tExtract))events/s  (\(extracted) events from 4 IDBs, HA pairs merged, into the star schema; goal ≥ 50 k)"
+    )
+
+    let site1 = topology.site(named: "site1")!
+    let conn = try await PostgresConnection.connect(PostgresConfiguration(conninfo: site1.postgres, database: "mart"))
+    try await conn.execute(
+        "DROP TABLE IF EXISTS public.bench_copy; CREATE TABLE public.bench_copy (LIKE mart.event INCLUDING ALL)")
+    await conn.close()
+    let file = workDir + "/extract-rows.copy"
+    try Data(copyText).write(to: URL(fileURLWithPath: file))
+    let tPsql = try timeShell(
+        "psql '\(site1.postgres) dbname=mart' -q -v ON_ERROR_STOP=1 -c \"\\copy public.bench_copy (\(IDBWriter.columns)) FROM '\(file)'\""
+    )
+    print(
+        "  psql \\copy of the same \(stored) events into one table: \(rate(Double(stored) / tPsql))events/s   extractor / psql: \(fmt(tPsql / tExtract * Double(extracted) / Double(max(stored, 1)), 2))"
+    )
+
+    // 2. Freshness under a steady 10,000 events/s (5,000 per source), 100-event requests.
+    let runner = Extractor(settings: settings, logger: logger)
+    let loop = Task { try await runner.run() }
+    let acks = LatencyLog()
+    let seconds = 20
+    let perTick = 50  // events per source every 10 ms
+    // Fresh seqs above what part 1 sent; event times follow the wall clock.
+    var gens = ["site1/voice", "site2/voice"].enumerated().map { i, s in
+        TrafficGenerator(
+            source: s, seed: 90 + UInt64(i), start: Int64(Date().timeIntervalSince1970 * 1000), firstSeq: Int64(count),
+            profile: .staffed(arrivalsPerSecond: 800))
+    }
+    let tStart = Date()
+    let martConn = try await PostgresConnection.connect(
+        PostgresConfiguration(conninfo: site1.postgres, database: "mart"))
+    let poller = Task {
+        var seen: [String: Int64] = [:]
+        while !Task.isCancelled {
+            let rows = try await martConn.query(
+                "SELECT source, max(seq) FROM mart.event WHERE transformed GROUP BY source")
+            let now = Date()
+            for r in rows { seen[r[0] ?? ""] = Int64(r[1] ?? "0") ?? 0 }
+            acks.visible(seen, at: now)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for tick in 0..<(seconds * 100) {
+            let due = tStart.addingTimeInterval(Double(tick) * 0.01)
+            let wait = due.timeIntervalSinceNow
+            if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
+            for i in gens.indices {
+                var body: [UInt8] = []
+                var top: Int64 = 0
+                // Event times follow the wall clock, as a live feed's do.
+                for _ in 0..<perTick {
+                    var e = gens[i].next()!
+                    e.ts = Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
+                    e.appendJSON(to: &body)
+                    body.append(10)
+                    top = e.seq
+                }
+                let source = gens[i].source
+                let prefix = String(source.prefix(5))
+                let payload = body
+                group.addTask {
+                    async let a: Int = poster.post(payload, to: url("\(prefix)-a"))
+                    async let b: Int = poster.post(payload, to: url("\(prefix)-b"))
+                    _ = try await (a, b)
+                    acks.acked(source: source, seq: top, at: Date())
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    try await Task.sleep(for: .seconds(3))
+    poller.cancel()
+    loop.cancel()
+    _ = await loop.result
+    await runner.close()
+    await martConn.close()
+    let f = acks.freshness()
+    print(
+        "freshness at 10 k events/s (collector 200 → transformed into the reports): p50 \(fmt(f.p50, 2)) s, p99 \(fmt(f.p99, 2)) s over \(f.count) requests   (goals p50 ≤ 1 s, p99 ≤ 3 s)"
+    )
+}
+
+/// Pairs acknowledgement times with the moment the mart showed the batch.
+final class LatencyLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending: [(source: String, seq: Int64, at: Date)] = []
+    private var done: [Double] = []
+
+    func acked(source: String, seq: Int64, at: Date) {
+        lock.lock()
+        pending.append((source, seq, at))
+        lock.unlock()
+    }
+
+    func visible(_ seen: [String: Int64], at: Date) {
+        lock.lock()
+        var keep: [(String, Int64, Date)] = []
+        for p in pending {
+            if let s = seen[p.source], s >= p.seq {
+                done.append(max(0, at.timeIntervalSince(p.at)))
+            } else {
+                keep.append(p)
+            }
+        }
+        pending = keep.map { (source: $0.0, seq: $0.1, at: $0.2) }
+        lock.unlock()
+    }
+
+    func freshness() -> (p50: Double, p99: Double, count: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        let s = done.sorted()
+        guard !s.isEmpty else { return (0, 0, 0) }
+        return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))], s.count)
+    }
+}
