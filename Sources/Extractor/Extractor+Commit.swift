@@ -82,12 +82,46 @@ extension Extractor {
             availability[source.name] = a
         }
 
+        // Completeness and stuck sources.
+        let ordered = settings.sources.map { availability[$0.name]! }
+        let (states, t) = CompletenessWatermark.evaluate(ordered, now: now, thresholdMs: settings.thresholdMs)
+        result.states = states
+        result.completeThrough = t
+        for source in settings.sources {
+            let a = availability[source.name]!
+            let state = states[source.name]!
+            let before = stored[source.name]?.state ?? "new"
+            if before != state.rawValue && !(before == "new" && state == .current) {
+                result.transitions.append((source.name, before, state))
+            }
+            if state == .stuck && stored[source.name]?.state != "stuck" {
+                try await c.query(
+                    "INSERT INTO control.data_gaps (source, gap_from, reason) VALUES ($1, $2, $3)",
+                    nullable: [
+                        source.name, ts(a.availableThrough ?? now),
+                        "stuck: no data for more than \(settings.thresholdMs / 1000) s (extract-data-stuck-threshold)",
+                    ])
+            }
+            try await c.query(
+                """
+                INSERT INTO control.source_state (source, site, state, complete_through, last_advanced_at, stuck_since)
+                VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 = 'stuck' THEN now() END)
+                ON CONFLICT (source) DO UPDATE SET state = EXCLUDED.state, complete_through = EXCLUDED.complete_through,
+                    last_advanced_at = EXCLUDED.last_advanced_at,
+                    stuck_since = CASE WHEN EXCLUDED.state = 'stuck' THEN COALESCE(control.source_state.stuck_since, now()) END,
+                    updated_at = now()
+                """,
+                nullable: [source.name, source.site, state.rawValue, ts(a.availableThrough), ts(a.lastAdvancedAt)])
+        }
+
         // Merge the IDBs' rows into the event layer (HA pairs meet here: the key is (source, seq)).
         try c.execute(
             """
             CREATE TEMP TABLE IF NOT EXISTS extract_staging (
                 source text, seq bigint, ts timestamptz, type text, interaction text, media text, direction text,
-                queue text, agent text, reason text, attrs jsonb) ON COMMIT DELETE ROWS
+                queue text, agent text, reason text, attrs jsonb) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS fresh (source text, interaction text, agent text, type text, ts timestamptz)
+                ON COMMIT DELETE ROWS
             """)
         var rows: [UInt8] = []
         var row = CopyRow()
@@ -119,12 +153,18 @@ extension Extractor {
             try c.copyIn(
                 "COPY extract_staging (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs) FROM STDIN"
             ) { sink in try sink.write(bytes) }
+            // Events already complete (ts ≤ T) are marked transformed as they go in — the transform
+            // below handles them from `fresh` — so only the few that wait are ever updated later.
             result.extracted = try await c.query(
                 """
-                INSERT INTO mart.event (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs)
-                SELECT source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs FROM extract_staging
-                ON CONFLICT (source, seq) DO NOTHING
-                """
+                WITH ins AS (
+                    INSERT INTO mart.event (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs, transformed)
+                    SELECT source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs, COALESCE(ts <= $1, false)
+                    FROM extract_staging
+                    ON CONFLICT (source, seq) DO NOTHING
+                    RETURNING source, interaction, agent, type, ts)
+                INSERT INTO fresh SELECT * FROM ins
+                """, nullable: [ts(t)]
             ).affectedRows
         }
 
@@ -140,38 +180,6 @@ extension Extractor {
                     updated_at = now()
                 """,
                 nullable: [r.idb.site, r.idb.database, r.idb.source, r.lastIngestID, r.maxSeq, ts(r.availableThrough)])
-        }
-
-        // Completeness and stuck sources.
-        let ordered = settings.sources.map { availability[$0.name]! }
-        let (states, t) = CompletenessWatermark.evaluate(ordered, now: now, thresholdMs: settings.thresholdMs)
-        result.states = states
-        result.completeThrough = t
-        for source in settings.sources {
-            let a = availability[source.name]!
-            let state = states[source.name]!
-            let before = stored[source.name]?.state ?? "new"
-            if before != state.rawValue && !(before == "new" && state == .current) {
-                result.transitions.append((source.name, before, state))
-            }
-            if state == .stuck && stored[source.name]?.state != "stuck" {
-                try await c.query(
-                    "INSERT INTO control.data_gaps (source, gap_from, reason) VALUES ($1, $2, $3)",
-                    nullable: [
-                        source.name, ts(a.availableThrough ?? now),
-                        "stuck: no data for more than \(settings.thresholdMs / 1000) s (extract-data-stuck-threshold)",
-                    ])
-            }
-            try await c.query(
-                """
-                INSERT INTO control.source_state (source, site, state, complete_through, last_advanced_at, stuck_since)
-                VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 = 'stuck' THEN now() END)
-                ON CONFLICT (source) DO UPDATE SET state = EXCLUDED.state, complete_through = EXCLUDED.complete_through,
-                    last_advanced_at = EXCLUDED.last_advanced_at,
-                    stuck_since = CASE WHEN EXCLUDED.state = 'stuck' THEN COALESCE(control.source_state.stuck_since, now()) END,
-                    updated_at = now()
-                """,
-                nullable: [source.name, source.site, state.rawValue, ts(a.availableThrough), ts(a.lastAdvancedAt)])
         }
 
         // Transform what is complete.

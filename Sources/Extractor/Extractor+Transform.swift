@@ -55,8 +55,8 @@ extension Extractor {
         try c.execute(transformTables)
         let touched = try await c.query(
             """
-            INSERT INTO touched_i SELECT DISTINCT source, interaction FROM mart.event
-            WHERE NOT transformed AND ts <= $1 AND interaction IS NOT NULL
+            INSERT INTO touched_i SELECT source, interaction FROM fresh WHERE ts <= $1 AND interaction IS NOT NULL
+            UNION SELECT source, interaction FROM mart.event WHERE NOT transformed AND ts <= $1 AND interaction IS NOT NULL
             """, [through]
         ).affectedRows
         // Each touched agent is recomputed from its last transformed state change before its
@@ -67,7 +67,9 @@ extension Extractor {
             SELECT n.agent, COALESCE(
                 (SELECT max(e.ts) FROM mart.event e WHERE e.agent = n.agent AND e.type LIKE 'agent.%' AND e.transformed AND e.ts < n.min_ts),
                 n.min_ts)
-            FROM (SELECT agent, min(ts) AS min_ts FROM mart.event WHERE NOT transformed AND ts <= $1 AND type LIKE 'agent.%'
+            FROM (SELECT agent, min(ts) AS min_ts FROM (
+                      SELECT agent, ts FROM fresh WHERE ts <= $1 AND type LIKE 'agent.%'
+                      UNION ALL SELECT agent, ts FROM mart.event WHERE NOT transformed AND ts <= $1 AND type LIKE 'agent.%') x
                   GROUP BY agent) n
             """, [through])
         // Temporary tables are never auto-analysed: without statistics the joins below plan badly.
