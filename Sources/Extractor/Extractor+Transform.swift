@@ -6,7 +6,9 @@ extension Extractor {
     static let transformTables = """
         CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text, from_ts timestamptz) ON COMMIT DELETE ROWS;
-        CREATE TEMP TABLE IF NOT EXISTS touched_hours (hour timestamptz) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE IF NOT EXISTS hourly_delta (hour timestamptz, queue_key int, media_key smallint, offered bigint,
+            answered bigint, abandoned bigint, within_sla bigint, wait_sum bigint, wait_count bigint, talk_sum bigint,
+            talk_count bigint) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS touched_days (day date, agent text) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS names (kind text, name text) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS new_interaction (source text, interaction text, media text, direction text,
@@ -78,7 +80,12 @@ extension Extractor {
         // The buckets the old facts were in.
         try c.execute(
             """
-            INSERT INTO touched_hours SELECT DISTINCT f.hour FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction);
+            INSERT INTO hourly_delta SELECT f.hour, f.queue_key, COALESCE(f.media_key, 1), -count(*),
+                -count(*) FILTER (WHERE f.outcome = 'answered'), -count(*) FILTER (WHERE f.outcome = 'abandoned'),
+                -count(*) FILTER (WHERE f.within_sla), -COALESCE(sum(f.wait_ms), 0), -count(f.wait_ms),
+                -COALESCE(sum(f.talk_ms) FILTER (WHERE f.outcome = 'answered'), 0), -count(*) FILTER (WHERE f.outcome = 'answered')
+              FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction)
+              GROUP BY f.hour, f.queue_key, COALESCE(f.media_key, 1);
             INSERT INTO touched_days SELECT DISTINCT (f.answered_at AT TIME ZONE 'UTC')::date, a.agent
               FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction) JOIN mart.dim_agent a ON a.agent_key = f.agent_key;
             INSERT INTO touched_days SELECT DISTINCT s.day, a.agent FROM mart.fact_agent_state s
@@ -227,20 +234,27 @@ extension Extractor {
             SELECT n.source, n.seq, a.agent_key, n.state, n.reason, n.started_at, n.ended_at, (n.started_at AT TIME ZONE 'UTC')::date
             FROM new_state n JOIN mart.dim_agent a ON a.agent = n.agent
             ON CONFLICT (source, seq) DO UPDATE SET ended_at = EXCLUDED.ended_at, agent_key = EXCLUDED.agent_key;
-            INSERT INTO touched_hours SELECT DISTINCT date_trunc('hour', offered_at) FROM new_offer;
             INSERT INTO touched_days SELECT DISTINCT (answered_at AT TIME ZONE 'UTC')::date, agent FROM new_offer WHERE agent IS NOT NULL AND answered_at IS NOT NULL;
             INSERT INTO touched_days SELECT DISTINCT (started_at AT TIME ZONE 'UTC')::date, agent FROM new_state;
-            ANALYZE touched_hours;
             ANALYZE touched_days;
-            DELETE FROM mart.agg_queue_hourly WHERE hour IN (SELECT hour FROM touched_hours);
-            INSERT INTO mart.agg_queue_hourly (hour, queue_key, media_key, offered, answered, abandoned, answered_within_sla,
+            -- queue_hourly moves by deltas: minus the replaced offers (above), plus the new ones.
+            INSERT INTO hourly_delta SELECT f.hour, f.queue_key, COALESCE(f.media_key, 1), count(*),
+                count(*) FILTER (WHERE f.outcome = 'answered'), count(*) FILTER (WHERE f.outcome = 'abandoned'),
+                count(*) FILTER (WHERE f.within_sla), COALESCE(sum(f.wait_ms), 0), count(f.wait_ms),
+                COALESCE(sum(f.talk_ms) FILTER (WHERE f.outcome = 'answered'), 0), count(*) FILTER (WHERE f.outcome = 'answered')
+              FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction)
+              GROUP BY f.hour, f.queue_key, COALESCE(f.media_key, 1);
+            INSERT INTO mart.agg_queue_hourly AS g (hour, queue_key, media_key, offered, answered, abandoned, answered_within_sla,
                 wait_ms_sum, wait_count, talk_ms_sum, talk_count)
-            SELECT hour, queue_key, COALESCE(media_key, 1), count(*), count(*) FILTER (WHERE outcome = 'answered'),
-                count(*) FILTER (WHERE outcome = 'abandoned'), count(*) FILTER (WHERE within_sla),
-                COALESCE(sum(wait_ms), 0), count(wait_ms), COALESCE(sum(talk_ms) FILTER (WHERE outcome = 'answered'), 0),
-                count(*) FILTER (WHERE outcome = 'answered')
-            FROM mart.fact_queue_offer WHERE hour IN (SELECT hour FROM touched_hours)
-            GROUP BY hour, queue_key, COALESCE(media_key, 1);
+            SELECT hour, queue_key, media_key, sum(offered), sum(answered), sum(abandoned), sum(within_sla), sum(wait_sum),
+                sum(wait_count), sum(talk_sum), sum(talk_count)
+            FROM hourly_delta GROUP BY hour, queue_key, media_key
+            ON CONFLICT (hour, queue_key, media_key) DO UPDATE SET
+                offered = g.offered + EXCLUDED.offered, answered = g.answered + EXCLUDED.answered,
+                abandoned = g.abandoned + EXCLUDED.abandoned, answered_within_sla = g.answered_within_sla + EXCLUDED.answered_within_sla,
+                wait_ms_sum = g.wait_ms_sum + EXCLUDED.wait_ms_sum, wait_count = g.wait_count + EXCLUDED.wait_count,
+                talk_ms_sum = g.talk_ms_sum + EXCLUDED.talk_ms_sum, talk_count = g.talk_count + EXCLUDED.talk_count;
+            DELETE FROM mart.agg_queue_hourly WHERE offered = 0;
             DELETE FROM mart.agg_agent_daily d USING mart.dim_agent a, touched_days t
               WHERE d.agent_key = a.agent_key AND a.agent = t.agent AND d.day = t.day;
             INSERT INTO mart.agg_agent_daily (day, agent_key, answered, talk_ms, hold_ms, ready_ms, not_ready_ms)
