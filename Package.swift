@@ -41,11 +41,14 @@ let package = Package(
         .target(
             name: "DiskQueue",
             dependencies: ["ZstdCompression", .product(name: "Logging", package: "swift-log")]),
+        // Events as COPY rows of the event tables (IDB and mart).
+        .target(name: "EventRows", dependencies: ["EventModel", "PostgresClient"]),
         // The per-site collector: HTTP ingest, write-ahead disk queue, shipping to its IDB.
         .target(
             name: "Collector",
             dependencies: [
-                "DiskQueue", "EventModel", "PostgresClient", "Topology", "ZstdCompression", "GzipCompression",
+                "DiskQueue", "EventModel", "EventRows", "PostgresClient", "Topology", "ZstdCompression",
+                "GzipCompression",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -55,7 +58,8 @@ let package = Package(
         .target(
             name: "Extractor",
             dependencies: [
-                "EventModel", "PostgresClient", "Topology", .product(name: "Logging", package: "swift-log"),
+                "EventModel", "EventRows", "PostgresClient", "Topology",
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).
         .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
@@ -101,12 +105,15 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
-                "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue", "Collector",
+                "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
+                "Collector",
                 "Traffic", "Extractor",
             ]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor"]),
+            dependencies: [
+                "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

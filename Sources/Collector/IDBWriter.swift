@@ -1,4 +1,5 @@
 import EventModel
+import EventRows
 import Foundation
 import Logging
 import PostgresClient
@@ -9,23 +10,11 @@ import PostgresClient
 /// transaction.
 public enum IDBWriter {
     /// The columns of `idb.events` a shipper copies, in COPY order.
-    public static let columns = "source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs"
+    public static let columns = EventRows.columns
 
     /// Encodes an event as one COPY text row of ``columns``.
     public static func encode(_ e: Event, into row: inout CopyRow) {
-        row.reset()
-        row.append(e.source)
-        row.append(e.seq)
-        row.append(e.ts.rfc3339)
-        row.append(e.type.rawValue)
-        row.append(e.interaction)
-        row.append(e.media?.rawValue)
-        row.append(e.direction?.rawValue)
-        row.append(e.queue)
-        row.append(e.agent)
-        row.append(e.reason)
-        row.append(e.attrs.isEmpty ? nil : e.attrs.json)
-        row.end()
+        EventRows.encode(e, into: &row)
     }
 
     static let createStaging = """

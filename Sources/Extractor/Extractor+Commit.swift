@@ -1,4 +1,5 @@
 import EventModel
+import EventRows
 import Foundation
 import PostgresClient
 
@@ -132,26 +133,14 @@ extension Extractor {
                 {
                     continue  // late_data: discard — this window of the gap stays lost
                 }
-                row.reset()
-                row.append(e.source)
-                row.append(e.seq)
-                row.append(e.ts.rfc3339)
-                row.append(e.type.rawValue)
-                row.append(e.interaction)
-                row.append(e.media?.rawValue)
-                row.append(e.direction?.rawValue)
-                row.append(e.queue)
-                row.append(e.agent)
-                row.append(e.reason)
-                row.append(r.attrs[i])
-                row.end()
+                EventRows.encode(e, attrs: .some(r.attrs[i]), into: &row)
                 rows += row.bytes
             }
         }
         if !rows.isEmpty {
             let bytes = rows
             try c.copyIn(
-                "COPY extract_staging (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs) FROM STDIN"
+                "COPY extract_staging (\(EventRows.columns)) FROM STDIN"
             ) { sink in try sink.write(bytes) }
             // Events already complete (ts ≤ T) are marked transformed as they go in — the transform
             // below handles them from `fresh` — so only the few that wait are ever updated later.

@@ -15,16 +15,9 @@ import Traffic
 /// off, shipping (drain) throughput beside `psql \copy` of the same rows, ack latency at a
 /// paced 20,000 events/s, peak RSS.
 func benchCollector(events count: Int, workDir: String, basePort: Int) async throws {
-    var logger = Logger(label: "bench")
-    logger.logLevel = .warning
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-        "bcpipe"
-    ).path
-    let lab = LocalLab(directory: workDir + "/collector-lab", executable: exe, logger: logger)
     var options = LocalLab.Options()
     options.basePort = basePort
-    options.collectorEnvironment = ["BCPIPE_LOG_LEVEL": "warning"]
-    try await lab.up(options)
+    let lab = try await startBenchLab(workDir + "/collector-lab", options)
     defer { try? lab.down(remove: true) }
     let topology = try Topology.load(path: lab.topologyPath)
     func url(_ name: String) -> String { "http://\(topology.collector(named: name)!.listen)" }
@@ -174,4 +167,18 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
             } ?? "?"
         print("collector \(name) peak RSS \(hwm)   (goal ≤ 150 MiB)")
     }
+}
+
+/// A lab for a benchmark, with the release `bcpipe` beside this executable and quiet logs.
+func startBenchLab(_ directory: String, _ options: LocalLab.Options) async throws -> LocalLab {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .warning
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+        "bcpipe"
+    ).path
+    let lab = LocalLab(directory: directory, executable: exe, logger: logger)
+    var o = options
+    o.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
+    try await lab.up(o)
+    return lab
 }

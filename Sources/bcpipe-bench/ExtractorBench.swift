@@ -16,19 +16,13 @@ import Traffic
 /// pair) into the mart beside `psql \copy` of the same events into one table, and end-to-end
 /// freshness (collector 200 → in the reports) under a steady 10,000 events/s.
 func benchExtractor(events count: Int, workDir: String, basePort: Int) async throws {
-    var logger = Logger(label: "bench")
-    logger.logLevel = .warning
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
-        "bcpipe"
-    ).path
-    let lab = LocalLab(directory: workDir + "/extractor-lab", executable: exe, logger: logger)
     var options = LocalLab.Options()
     options.basePort = basePort
     options.startExtractors = false
     options.stuckThreshold = 3600
-    options.collectorEnvironment = ["BCPIPE_LOG_LEVEL": "warning"]
-    try await lab.up(options)
+    let lab = try await startBenchLab(workDir + "/extractor-lab", options)
     defer { try? lab.down(remove: true) }
+    let logger = lab.logger
     let topology = try Topology.load(path: lab.topologyPath(site: "site1"))
     func url(_ name: String) -> String { "http://\(topology.collector(named: name)!.listen)" }
     let poster = Poster(token: nil)
