@@ -126,8 +126,11 @@ extension Extractor {
             """)
         var rows: [UInt8] = []
         var row = CopyRow()
+        // Both halves of a pair usually hold the same rows: send each (source, seq) once.
+        var seen: [String: Set<Int64>] = [:]
         for r in reads {
             for (i, e) in r.events.enumerated() {
+                guard seen[e.source, default: []].insert(e.seq).inserted else { continue }
                 if let s = stored[e.source], let after = s.discardAfter, let before = s.discardBefore,
                     e.ts.millisecondsSinceEpoch > after, e.ts.millisecondsSinceEpoch < before
                 {
