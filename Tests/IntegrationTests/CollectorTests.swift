@@ -354,6 +354,7 @@ struct CollectorTests {
         let retry = try await client.postUntilAccepted(ndjson("site1/voice", seq..<(seq + 4)))
         #expect(retry.status == 200)
         #expect(retry.json["accepted"] as? Int == 4, "after the refusal the same seqs are accepted, not duplicates")
+        try await Self.waitUntil("the retried batch is shipped") { try await Self.drained(client) }
         // Heartbeats are not stored as events, but they advance the checkpoint.
         let conn = try await TestLab.connect(lab, site: "site2", database: "idb_site1_b")
         let max = try await conn.query("SELECT max_seq FROM idb.source_checkpoint WHERE source = 'site1/voice'")[0]
