@@ -72,16 +72,7 @@ public struct QueueInspector {
                 switch item {
                 case .frame(let offset, let h):
                     let position = QueuePosition(segment: id, offset: offset)
-                    let decode: () throws -> [[UInt8]] = {
-                        let payload = try FileIO.pread(
-                            fd, count: Int(h.storedLength), at: offset + FrameFormat.frameHeaderSize, path: p)
-                        let raw = h.codec == .zstd ? try Zstd.decompress(payload, maxOutput: Int(h.rawLength)) : payload
-                        guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(h.count)) }) else {
-                            throw DiskQueueError(
-                                code: .unreadable, message: "\(position): records do not match the header")
-                        }
-                        return records
-                    }
+                    let decode: () throws -> [[UInt8]] = { try QueueInspector.records(fd: fd, path: p, at: offset) }
                     if let e = expected, h.firstIndex > e {
                         try visit(
                             .damage(

@@ -25,18 +25,7 @@ extension Extractor {
         "e.source, e.seq, e.ts, e.type, e.interaction, e.media, e.direction, e.queue, e.agent, e.reason"
 
     static func events(_ rows: PostgresRows) throws -> [Event] {
-        try rows.compactMap { row -> Event? in
-            guard let type = EventType(rawValue: try row.decode(3, as: String.self)) else { return nil }
-            return Event(
-                source: try row.decode(0, as: String.self), seq: try row.decode(1, as: Int64.self),
-                ts: Timestamp(
-                    millisecondsSinceEpoch: try row.decode(2, as: PostgresTimestamp.self).millisecondsSinceEpoch),
-                type: type, interaction: try row.decode(4, as: String?.self),
-                media: try row.decode(5, as: String?.self).flatMap(Media.init(rawValue:)),
-                direction: try row.decode(6, as: String?.self).flatMap(Direction.init(rawValue:)),
-                queue: try row.decode(7, as: String?.self), agent: try row.decode(8, as: String?.self),
-                reason: try row.decode(9, as: String?.self))
-        }
+        try rows.compactMap { try event($0) }
     }
 
     /// Recomputes the facts of every interaction and agent with untransformed events up to `t`, and

@@ -187,7 +187,7 @@ public final class Extractor: @unchecked Sendable {
         var read = IDBRead(idb: idb, lastIngestID: after)
         for row in rows {
             read.lastIngestID = try row.decode(0, as: Int64.self)
-            guard let e = try Self.event(row) else { continue }
+            guard let e = try Self.event(row, from: 1) else { continue }
             read.events.append(e)
             read.attrs.append(row[11])
         }
@@ -201,16 +201,19 @@ public final class Extractor: @unchecked Sendable {
         return read
     }
 
-    static func event(_ row: PostgresRow) throws -> Event? {
-        guard let type = EventType(rawValue: try row.decode(4, as: String.self)) else { return nil }
+    /// Decodes an event from a row whose columns from `base` on are source, seq, ts, type,
+    /// interaction, media, direction, queue, agent, reason (attrs are handled by the caller).
+    static func event(_ row: PostgresRow, from base: Int = 0) throws -> Event? {
+        guard let type = EventType(rawValue: try row.decode(base + 3, as: String.self)) else { return nil }
         return Event(
-            source: try row.decode(1, as: String.self), seq: try row.decode(2, as: Int64.self),
-            ts: Timestamp(millisecondsSinceEpoch: try row.decode(3, as: PostgresTimestamp.self).millisecondsSinceEpoch),
-            type: type, interaction: try row.decode(5, as: String?.self),
-            media: try row.decode(6, as: String?.self).flatMap(Media.init(rawValue:)),
-            direction: try row.decode(7, as: String?.self).flatMap(Direction.init(rawValue:)),
-            queue: try row.decode(8, as: String?.self), agent: try row.decode(9, as: String?.self),
-            reason: try row.decode(10, as: String?.self))
+            source: try row.decode(base, as: String.self), seq: try row.decode(base + 1, as: Int64.self),
+            ts: Timestamp(
+                millisecondsSinceEpoch: try row.decode(base + 2, as: PostgresTimestamp.self).millisecondsSinceEpoch),
+            type: type, interaction: try row.decode(base + 4, as: String?.self),
+            media: try row.decode(base + 5, as: String?.self).flatMap(Media.init(rawValue:)),
+            direction: try row.decode(base + 6, as: String?.self).flatMap(Direction.init(rawValue:)),
+            queue: try row.decode(base + 7, as: String?.self), agent: try row.decode(base + 8, as: String?.self),
+            reason: try row.decode(base + 9, as: String?.self))
     }
 
     public func close() async {

@@ -247,11 +247,12 @@ struct Agenda {
     }
 }
 
-/// A small deterministic random number generator with the distributions the simulation needs.
-struct SplitMix {
+/// A small deterministic random number generator (SplitMix64) with the distributions the
+/// simulation needs; also what seeded tests and benchmarks draw from.
+public struct SplitMix: RandomNumberGenerator, Sendable {
     var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -1,10 +1,11 @@
 import EventModel
+import Traffic
 
 /// Deterministic contact-center-shaped events for benchmarks: interaction life cycles
 /// (created, queued, answered or abandoned, held, ended) with attached data, about 230 bytes
 /// a line, interleaved with agent state changes.
 struct SyntheticEvents: Sequence, IteratorProtocol {
-    private var rng: UInt64
+    private var rng: SplitMix
     private var seq: Int64 = 0
     private var clock: Int64 = 1_795_255_200_000  // 2026-11-21T10:00:00Z
     private var pending: [Event] = []
@@ -12,17 +13,11 @@ struct SyntheticEvents: Sequence, IteratorProtocol {
     let source: String
 
     init(seed: UInt64, source: String = "site1/voice") {
-        rng = seed
+        rng = SplitMix(seed: seed)
         self.source = source
     }
 
-    private mutating func random(_ n: Int) -> Int {
-        rng &+= 0x9E37_79B9_7F4A_7C15
-        var z = rng
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Int((z ^ (z >> 31)) % UInt64(n))
-    }
+    private mutating func random(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
 
     static let queues = ["sales", "support", "billing", "retention", "vip"]
     static let segments = ["gold", "silver", "bronze"]

@@ -1,4 +1,5 @@
 import Testing
+import Traffic
 
 @testable import EventModel
 
@@ -282,7 +283,7 @@ struct EventParserTests {
     /// Seeded random mutations of valid lines: the parser never crashes, every non-blank line is
     /// either accepted or rejected with a line number, and what it accepts re-encodes and re-parses equal.
     @Test func fuzzedInputIsAlwaysAnsweredLineByLine() {
-        var rng = SplitMix64(seed: 20261122)
+        var rng = SplitMix(seed: 20261122)
         let seeds = [
             Self.good,
             #"{"source":"a.b/c-d_e","seq":0,"ts":"2026-11-21T10:00:00+05:30","type":"interaction.created","interaction":"x","media":"voice","attrs":{"lang":"fr","seg":"gold"}}"#,
@@ -316,25 +317,12 @@ struct EventParserTests {
     }
 
     @Test func randomBytesNeverCrash() {
-        var rng = SplitMix64(seed: 7)
+        var rng = SplitMix(seed: 7)
         for _ in 0..<2000 {
             let n = Int(rng.next() % 300)
             let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let r = parser.parse(body: bytes)
             #expect(r.events.count + r.rejected.count <= bytes.count + 1)
         }
-    }
-}
-
-/// A small deterministic generator for seeded tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

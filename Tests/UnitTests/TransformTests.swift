@@ -1,6 +1,7 @@
 import EventModel
 import Foundation
 import Testing
+import Traffic
 
 @testable import Extractor
 
@@ -107,7 +108,7 @@ struct TransformTests {
 
     @Test func arrivalOrderDoesNotMatter() throws {
         let (events, _) = try Self.fixture()
-        var rng = SplitMix64(seed: 5)
+        var rng = SplitMix(seed: 5)
         for _ in 0..<20 {
             let shuffled = events.shuffled(using: &rng)
             let a = Self.reports(events)

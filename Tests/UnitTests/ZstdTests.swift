@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import Traffic
 
 @testable import ZstdCompression
 
 @Suite("zstd")
 struct ZstdTests {
     func sample(_ n: Int, seed: UInt64) -> [UInt8] {
-        var rng = SplitMix64(seed: seed)
+        var rng = SplitMix(seed: seed)
         let words = [
             "site1/voice", "interaction.queued", "\"agent\":", "sales", "2026-11-21T10:00:00.123Z", "{", "}", ",",
         ]
