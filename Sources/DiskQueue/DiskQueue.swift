@@ -407,6 +407,9 @@ public final class DiskQueue: @unchecked Sendable {
                     "disk queue write failed; appends stop, draining goes on", metadata: ["error": "\(message)"])
                 condition.lock()
                 failure = message
+                // Take back whatever part of the refused frames reached the file, so an append
+                // answered "write failed" does not come back as data after a restart.
+                _ = ftruncate(activeFD, off_t(bufferStart))
                 condition.unlock()
                 finish(batch, result: .failure(DiskQueueError(code: .writeFailed, message: message)), durable: nil)
             }
