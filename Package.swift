@@ -59,6 +59,9 @@ let package = Package(
             name: "Extractor",
             dependencies: [
                 "EventModel", "EventRows", "PostgresClient", "Topology",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).

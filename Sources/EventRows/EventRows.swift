@@ -9,7 +9,8 @@ public enum EventRows {
 
     /// Encodes `e` into `row` (reset first). `attrs` is the attrs column's JSON when it is already
     /// at hand (the extractor passes the IDB's text through); otherwise it is encoded from the event.
-    public static func encode(_ e: Event, attrs: String?? = nil, into row: inout CopyRow) {
+    /// `transformed`, when given, is one more column (the mart's).
+    public static func encode(_ e: Event, attrs: String?? = nil, transformed: Bool? = nil, into row: inout CopyRow) {
         row.reset()
         row.append(e.source)
         row.append(e.seq)
@@ -22,6 +23,7 @@ public enum EventRows {
         row.append(e.agent)
         row.append(e.reason)
         row.append(attrs ?? (e.attrs.isEmpty ? nil : e.attrs.json))
+        if let transformed { row.append(transformed ? "t" : "f") }
         row.end()
     }
 }

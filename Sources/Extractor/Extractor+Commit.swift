@@ -11,6 +11,9 @@ extension Extractor {
         var states: [String: SourceState] = [:]
         /// Sources whose state changed this cycle: (source, before, after).
         var transitions: [(String, String, SourceState)] = []
+        /// Every (source, seq) the cycle read: all are in the mart once it commits.
+        var merged: [String: Set<Int64>] = [:]
+        var availability: [String: Int64?] = [:]
     }
 
     struct StoredSource {
@@ -88,6 +91,7 @@ extension Extractor {
         let (states, t) = CompletenessWatermark.evaluate(ordered, now: now, thresholdMs: settings.thresholdMs)
         result.states = states
         result.completeThrough = t
+        for (name, a) in availability { result.availability[name] = a.availableThrough }
         for source in settings.sources {
             let a = availability[source.name]!
             let state = states[source.name]!
@@ -120,11 +124,12 @@ extension Extractor {
             """
             CREATE TEMP TABLE IF NOT EXISTS extract_staging (
                 source text, seq bigint, ts timestamptz, type text, interaction text, media text, direction text,
-                queue text, agent text, reason text, attrs jsonb) ON COMMIT DELETE ROWS;
+                queue text, agent text, reason text, attrs jsonb, transformed boolean) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS fresh (source text, interaction text, agent text, type text, ts timestamptz)
                 ON COMMIT DELETE ROWS
             """)
         var rows: [UInt8] = []
+        var freshRows: [UInt8] = []
         var row = CopyRow()
         // Both halves of a pair usually hold the same rows: send each (source, seq) once.
         var seen: [String: Set<Int64>] = [:]
@@ -136,30 +141,62 @@ extension Extractor {
                 {
                     continue  // late_data: discard — this window of the gap stays lost
                 }
-                EventRows.encode(e, attrs: .some(r.attrs[i]), into: &row)
+                // Events already complete (ts ≤ T) are marked transformed as they go in — the
+                // transform below handles them from `fresh` — so only the few that wait are ever
+                // updated later.
+                EventRows.encode(
+                    e, attrs: .some(r.attrs[i]), transformed: t.map { e.ts.millisecondsSinceEpoch <= $0 } ?? false,
+                    into: &row)
                 rows += row.bytes
+                row.reset()
+                row.append(e.source)
+                row.append(e.interaction)
+                row.append(e.agent)
+                row.append(e.type.rawValue)
+                row.append(e.ts.rfc3339)
+                row.end()
+                freshRows += row.bytes
             }
+            result.merged[r.idb.source, default: []].formUnion(r.events.lazy.map(\.seq))
         }
+        let timing = ProcessInfo.processInfo.environment["BCPIPE_EXTRACTOR_TIMING"] != nil
+        let mergeStart = Date()
         if !rows.isEmpty {
             let bytes = rows
-            try c.copyIn(
-                "COPY extract_staging (\(EventRows.columns)) FROM STDIN"
-            ) { sink in try sink.write(bytes) }
-            // Events already complete (ts ≤ T) are marked transformed as they go in — the transform
-            // below handles them from `fresh` — so only the few that wait are ever updated later.
-            result.extracted = try await c.query(
-                """
-                WITH ins AS (
-                    INSERT INTO mart.event (source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs, transformed)
-                    SELECT source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs, COALESCE(ts <= $1, false)
-                    FROM extract_staging
-                    ON CONFLICT (source, seq) DO NOTHING
-                    RETURNING source, interaction, agent, type, ts)
-                INSERT INTO fresh SELECT * FROM ins
-                """, nullable: [ts(t)]
-            ).affectedRows
+            let count = seen.values.reduce(0) { $0 + $1.count }
+            // Straight into mart.event when none of the rows is there yet (the usual case: the
+            // caller drops what it merged in recent cycles); when one is — the other half of a pair
+            // delivered it before a restart — through a staging table, ON CONFLICT DO NOTHING.
+            try c.execute("SAVEPOINT merge")
+            do {
+                try c.copyIn("COPY mart.event (\(EventRows.columns), transformed) FROM STDIN") { sink in
+                    try sink.write(bytes)
+                }
+                try c.execute("RELEASE SAVEPOINT merge")
+                let fresh = freshRows
+                try c.copyIn("COPY fresh FROM STDIN") { sink in try sink.write(fresh) }
+                result.extracted = count
+            } catch let error as PostgresError where error.sqlState == "23505" {
+                try c.execute("ROLLBACK TO SAVEPOINT merge")
+                try c.copyIn("COPY extract_staging (\(EventRows.columns), transformed) FROM STDIN") { sink in
+                    try sink.write(bytes)
+                }
+                result.extracted = try await c.query(
+                    """
+                    WITH ins AS (
+                        INSERT INTO mart.event (\(EventRows.columns), transformed)
+                        SELECT \(EventRows.columns), transformed FROM extract_staging
+                        ON CONFLICT (source, seq) DO NOTHING
+                        RETURNING source, interaction, agent, type, ts)
+                    INSERT INTO fresh SELECT * FROM ins
+                    """
+                ).affectedRows
+            }
         }
-
+        if timing {
+            FileHandle.standardError.write(
+                Data("  merge into mart.event: \(Int(Date().timeIntervalSince(mergeStart) * 1000)) ms\n".utf8))
+        }
         // Watermarks, in the same transaction as the events they produced.
         for r in reads {
             try await c.query(

@@ -91,8 +91,9 @@ extension Extractor {
         var offerRows: [UInt8] = []
         var nameRows: [UInt8] = []
         var row = CopyRow()
+        var named: Set<String> = []
         func name(_ kind: String, _ value: String?) {
-            guard let value else { return }
+            guard let value, named.insert(kind + "\u{1}" + value).inserted else { return }
             row.reset()
             row.append(kind)
             row.append(value)
@@ -198,10 +199,14 @@ extension Extractor {
             FROM (SELECT (created_at AT TIME ZONE 'UTC')::date AS d FROM new_interaction WHERE created_at IS NOT NULL) x
             ON CONFLICT DO NOTHING
             """)
-        try c.execute(
+        for statement in [
             """
-            INSERT INTO mart.dim_queue (queue) SELECT DISTINCT name FROM names WHERE kind = 'queue' ON CONFLICT DO NOTHING;
-            INSERT INTO mart.dim_agent (agent) SELECT DISTINCT name FROM names WHERE kind = 'agent' ON CONFLICT DO NOTHING;
+            INSERT INTO mart.dim_queue (queue) SELECT DISTINCT name FROM names WHERE kind = 'queue' ON CONFLICT DO NOTHING
+            """,
+            """
+            INSERT INTO mart.dim_agent (agent) SELECT DISTINCT name FROM names WHERE kind = 'agent' ON CONFLICT DO NOTHING
+            """,
+            """
             INSERT INTO mart.fact_interaction (source, interaction, site, media_key, direction, first_queue_key, last_queue_key,
                 agent_key, created_date_key, created_at, answered_at, ended_at, outcome, wait_ms, talk_ms, hold_ms, transfers)
             SELECT n.source, n.interaction, \(PostgresConnection.quoteLiteral(site)), m.media_key, n.direction, fq.queue_key, lq.queue_key,
@@ -211,28 +216,42 @@ extension Extractor {
             LEFT JOIN mart.dim_media m ON m.media = n.media
             LEFT JOIN mart.dim_queue fq ON fq.queue = n.first_queue
             LEFT JOIN mart.dim_queue lq ON lq.queue = n.last_queue
-            LEFT JOIN mart.dim_agent a ON a.agent = n.agent;
+            LEFT JOIN mart.dim_agent a ON a.agent = n.agent
+            """,
+            """
             INSERT INTO mart.fact_queue_offer (source, seq, interaction, queue_key, media_key, offered_at, hour, outcome, wait_ms,
                 talk_ms, within_sla, agent_key, answered_at, hold_ms)
             SELECT n.source, n.seq, n.interaction, q.queue_key, m.media_key, n.offered_at, date_trunc('hour', n.offered_at),
                 n.outcome, n.wait_ms, n.talk_ms, n.outcome = 'answered' AND n.wait_ms <= \(slaMs), a.agent_key, n.answered_at, n.hold_ms
             FROM new_offer n JOIN mart.dim_queue q ON q.queue = n.queue
             LEFT JOIN mart.dim_media m ON m.media = n.media
-            LEFT JOIN mart.dim_agent a ON a.agent = n.agent;
+            LEFT JOIN mart.dim_agent a ON a.agent = n.agent
+            """,
+            """
             INSERT INTO mart.fact_agent_state (source, seq, agent_key, state, reason, started_at, ended_at, day)
             SELECT n.source, n.seq, a.agent_key, n.state, n.reason, n.started_at, n.ended_at, (n.started_at AT TIME ZONE 'UTC')::date
             FROM new_state n JOIN mart.dim_agent a ON a.agent = n.agent
-            ON CONFLICT (source, seq) DO UPDATE SET ended_at = EXCLUDED.ended_at, agent_key = EXCLUDED.agent_key;
-            INSERT INTO touched_days SELECT DISTINCT (answered_at AT TIME ZONE 'UTC')::date, agent FROM new_offer WHERE agent IS NOT NULL AND answered_at IS NOT NULL;
-            INSERT INTO touched_days SELECT DISTINCT (started_at AT TIME ZONE 'UTC')::date, agent FROM new_state;
-            ANALYZE touched_days;
+            ON CONFLICT (source, seq) DO UPDATE SET ended_at = EXCLUDED.ended_at, agent_key = EXCLUDED.agent_key
+            """,
+            """
+            INSERT INTO touched_days SELECT DISTINCT (answered_at AT TIME ZONE 'UTC')::date, agent FROM new_offer WHERE agent IS NOT NULL AND answered_at IS NOT NULL
+            """,
+            """
+            INSERT INTO touched_days SELECT DISTINCT (started_at AT TIME ZONE 'UTC')::date, agent FROM new_state
+            """,
+            """
+            ANALYZE touched_days
+            """,
+            """
             -- queue_hourly moves by deltas: minus the replaced offers (above), plus the new ones.
             INSERT INTO hourly_delta SELECT f.hour, f.queue_key, COALESCE(f.media_key, 1), count(*),
                 count(*) FILTER (WHERE f.outcome = 'answered'), count(*) FILTER (WHERE f.outcome = 'abandoned'),
                 count(*) FILTER (WHERE f.within_sla), COALESCE(sum(f.wait_ms), 0), count(f.wait_ms),
                 COALESCE(sum(f.talk_ms) FILTER (WHERE f.outcome = 'answered'), 0), count(*) FILTER (WHERE f.outcome = 'answered')
               FROM mart.fact_queue_offer f JOIN touched_i USING (source, interaction)
-              GROUP BY f.hour, f.queue_key, COALESCE(f.media_key, 1);
+              GROUP BY f.hour, f.queue_key, COALESCE(f.media_key, 1)
+            """,
+            """
             INSERT INTO mart.agg_queue_hourly AS g (hour, queue_key, media_key, offered, answered, abandoned, answered_within_sla,
                 wait_ms_sum, wait_count, talk_ms_sum, talk_count)
             SELECT hour, queue_key, media_key, sum(offered), sum(answered), sum(abandoned), sum(within_sla), sum(wait_sum),
@@ -242,10 +261,16 @@ extension Extractor {
                 offered = g.offered + EXCLUDED.offered, answered = g.answered + EXCLUDED.answered,
                 abandoned = g.abandoned + EXCLUDED.abandoned, answered_within_sla = g.answered_within_sla + EXCLUDED.answered_within_sla,
                 wait_ms_sum = g.wait_ms_sum + EXCLUDED.wait_ms_sum, wait_count = g.wait_count + EXCLUDED.wait_count,
-                talk_ms_sum = g.talk_ms_sum + EXCLUDED.talk_ms_sum, talk_count = g.talk_count + EXCLUDED.talk_count;
-            DELETE FROM mart.agg_queue_hourly WHERE offered = 0;
+                talk_ms_sum = g.talk_ms_sum + EXCLUDED.talk_ms_sum, talk_count = g.talk_count + EXCLUDED.talk_count
+            """,
+            """
+            DELETE FROM mart.agg_queue_hourly WHERE offered = 0
+            """,
+            """
             DELETE FROM mart.agg_agent_daily d USING mart.dim_agent a, touched_days t
-              WHERE d.agent_key = a.agent_key AND a.agent = t.agent AND d.day = t.day;
+              WHERE d.agent_key = a.agent_key AND a.agent = t.agent AND d.day = t.day
+            """,
+            """
             INSERT INTO mart.agg_agent_daily (day, agent_key, answered, talk_ms, hold_ms, ready_ms, not_ready_ms)
             SELECT k.day, k.agent_key, COALESCE(o.answered, 0), COALESCE(o.talk, 0), COALESCE(o.hold, 0),
                 COALESCE(st.ready, 0), COALESCE(st.not_ready, 0)
@@ -261,7 +286,19 @@ extension Extractor {
                        (sum(extract(epoch FROM s.ended_at - s.started_at) * 1000) FILTER (WHERE s.state = 'agent.not_ready'))::bigint AS not_ready
                 FROM mart.fact_agent_state s WHERE s.agent_key = k.agent_key AND s.day = k.day AND s.ended_at IS NOT NULL
             ) st ON true
-            """)
+            """,
+        ] {
+            // BCPIPE_EXTRACTOR_TIMING=explain prints the fact inserts' plans (EXPLAIN ANALYZE runs them).
+            if ProcessInfo.processInfo.environment["BCPIPE_EXTRACTOR_TIMING"] == "explain",
+                statement.contains("INTO mart.fact")
+            {
+                let plan = try await c.query("EXPLAIN (ANALYZE, BUFFERS) " + statement)
+                for r in plan { FileHandle.standardError.write(Data(("    " + (r[0] ?? "") + "\n").utf8)) }
+            } else {
+                try c.execute(statement)
+            }
+            lap(String(statement.drop(while: { $0 == " " || $0 == "\n" }).prefix(48)))
+        }
         lap("facts + aggregates written")
         return touched
     }

@@ -11,13 +11,18 @@ import PostgresClient
 public final class Extractor: @unchecked Sendable {
     public let settings: ExtractorSettings
     let logger: Logger
+    public let metrics: ExtractorMetrics
     private var mart: PostgresConnection?
     private var idbConnections: [ExtractorSettings.IDB: PostgresConnection] = [:]
     private let parser = EventParser()
+    /// The (source, seq)s merged into the mart by the last few committed cycles: a half of a pair
+    /// that lags the other re-reads them, and they are dropped here rather than sent again.
+    private var recentlyMerged: [[String: Set<Int64>]] = []
 
     public init(settings: ExtractorSettings, logger: Logger) {
         self.settings = settings
         self.logger = logger
+        metrics = ExtractorMetrics(site: settings.site, clock: settings.clock)
     }
 
     /// What one IDB gave in a cycle.
@@ -38,6 +43,18 @@ public final class Extractor: @unchecked Sendable {
         public var completeThrough: Int64?
         public var states: [String: SourceState] = [:]
         public var unreachable: [String] = []
+        /// Each source's availability (ms) as the cycle decided it.
+        public var availability: [String: Int64?] = [:]
+        /// What each IDB gave: reachable, and the time through which it holds its source's data.
+        public var idbs: [IDBState] = []
+    }
+
+    public struct IDBState: Sendable {
+        public var site: String
+        public var database: String
+        public var source: String
+        public var reachable: Bool
+        public var availableThrough: Int64?
     }
 
     private func connect(_ conninfo: String, _ database: String) async throws -> PostgresConnection {
@@ -70,6 +87,7 @@ public final class Extractor: @unchecked Sendable {
             } catch is CancellationError {
                 break
             } catch {
+                metrics.recordFailure()
                 logger.warning("extraction cycle failed; retrying", metadata: ["error": "\(error)"])
                 if let m = mart, await !m.isOpen { mart = nil }
             }
@@ -96,14 +114,65 @@ public final class Extractor: @unchecked Sendable {
         let cycleStart = Date()
         let watermarks = try await loadWatermarks(mart)
         var reads: [IDBRead] = []
-        for idb in settings.idbs {
-            do {
-                reads.append(try await read(idb, after: watermarks[idb] ?? 0))
-            } catch {
-                report.unreachable.append("\(idb.site)/\(idb.database)")
-                if let c = idbConnections.removeValue(forKey: idb) { await c.close() }
-                logger.info(
-                    "IDB unreachable this cycle", metadata: ["idb": "\(idb.site)/\(idb.database)", "error": "\(error)"])
+        // The first reachable IDB of each pair (this site's own first) is read in full; the other
+        // by key only, with full rows fetched just for the seqs the first did not have — both
+        // halves usually hold the same rows, and reading them twice was a third of a cycle.
+        var known: [String: Set<Int64>] = [:]
+        for cycle in recentlyMerged { for (source, seqs) in cycle { known[source, default: []].formUnion(seqs) } }
+        var readInFull: [String: Set<Int64>] = [:]
+        // Two rounds, each reading its IDBs concurrently: the first of each pair, then the rest.
+        let ordered = settings.idbs.sorted { ($0.site != settings.site ? 1 : 0) < ($1.site != settings.site ? 1 : 0) }
+        var firsts: [ExtractorSettings.IDB] = []
+        var seconds: [ExtractorSettings.IDB] = []
+        for idb in ordered {
+            if firsts.contains(where: { $0.source == idb.source }) { seconds.append(idb) } else { firsts.append(idb) }
+        }
+        for round in [firsts, seconds] {
+            var jobs: [(ExtractorSettings.IDB, PostgresConnection, Int64, Set<Int64>?)] = []
+            for idb in round {
+                do {
+                    jobs.append(
+                        (
+                            idb, try await connection(idb), watermarks[idb] ?? 0,
+                            readInFull[idb.source].map { $0.union(known[idb.source] ?? []) }
+                        ))
+                } catch {
+                    await unreachable(idb, error, &report)
+                }
+            }
+            let limit = settings.batchRows
+            let results = await withTaskGroup(of: (ExtractorSettings.IDB, Result<IDBRead, any Error>).self) { group in
+                for (idb, conn, after, skipping) in jobs {
+                    group.addTask {
+                        do {
+                            return (
+                                idb,
+                                .success(try await Self.read(conn, idb, after: after, skipping: skipping, limit: limit))
+                            )
+                        } catch {
+                            return (idb, .failure(error))
+                        }
+                    }
+                }
+                var out: [(ExtractorSettings.IDB, Result<IDBRead, any Error>)] = []
+                for await r in group { out.append(r) }
+                return out
+            }
+            for (idb, result) in results {
+                switch result {
+                case .failure(let error):
+                    await unreachable(idb, error, &report)
+                case .success(var r):
+                    readInFull[idb.source, default: []].formUnion(r.events.lazy.map(\.seq))
+                    if let k = known[idb.source], !k.isEmpty {
+                        let keep = r.events.indices.filter { !k.contains(r.events[$0].seq) }
+                        if keep.count < r.events.count {
+                            r.events = keep.map { r.events[$0] }
+                            r.attrs = keep.map { r.attrs[$0] }
+                        }
+                    }
+                    reads.append(r)
+                }
             }
         }
         let readDone = Date()
@@ -119,6 +188,8 @@ public final class Extractor: @unchecked Sendable {
         let result = try await mart.transaction { c in
             try await Extractor.commitCycle(c, settings: s, reads: readsCopy, now: now)
         }
+        recentlyMerged.append(result.merged)
+        if recentlyMerged.count > 4 { recentlyMerged.removeFirst() }
         report.extracted = result.extracted
         report.transformedInteractions = result.interactions
         for (source, from, to) in result.transitions {
@@ -138,6 +209,15 @@ public final class Extractor: @unchecked Sendable {
         }
         report.completeThrough = result.completeThrough
         report.states = result.states
+        report.availability = result.availability
+        for idb in settings.idbs {
+            let r = reads.first { $0.idb == idb }
+            report.idbs.append(
+                IDBState(
+                    site: idb.site, database: idb.database, source: idb.source, reachable: r != nil,
+                    availableThrough: r?.availableThrough))
+        }
+        metrics.record(report)
         return report
     }
 
@@ -155,46 +235,80 @@ public final class Extractor: @unchecked Sendable {
         return out
     }
 
-    /// Reads an IDB's new rows and checkpoint in one snapshot.
-    private func read(_ idb: ExtractorSettings.IDB, after: Int64) async throws -> IDBRead {
-        let conn: PostgresConnection
-        if let c = idbConnections[idb], await c.isOpen {
-            conn = c
-        } else {
-            conn = try await connect(idb.conninfo, idb.database)
-            try await conn.listen("idb_events")  // the shipper notifies each commit
-            idbConnections[idb] = conn
-        }
-        let limit = settings.batchRows
+    /// Reads an IDB's new rows and checkpoint in one snapshot. With `skipping`, only the keys of
+    /// the new rows are read first, and full rows only for seqs not in `skipping`.
+    private func connection(_ idb: ExtractorSettings.IDB) async throws -> PostgresConnection {
+        if let c = idbConnections[idb], await c.isOpen { return c }
+        let conn = try await connect(idb.conninfo, idb.database)
+        try await conn.listen("idb_events")  // the shipper notifies each commit
+        idbConnections[idb] = conn
+        return conn
+    }
+
+    private func unreachable(_ idb: ExtractorSettings.IDB, _ error: any Error, _ report: inout CycleReport) async {
+        report.unreachable.append("\(idb.site)/\(idb.database)")
+        if let c = idbConnections.removeValue(forKey: idb) { await c.close() }
+        logger.info(
+            "IDB unreachable this cycle", metadata: ["idb": "\(idb.site)/\(idb.database)", "error": "\(error)"])
+    }
+
+    private static func read(
+        _ conn: PostgresConnection, _ idb: ExtractorSettings.IDB, after: Int64, skipping: Set<Int64>?, limit: Int
+    ) async throws -> IDBRead {
         let source = idb.source
-        let (rows, checkpoint) = try await conn.run { c -> (PostgresRows, PostgresRows) in
+        let columns =
+            "ingest_id, source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs::text"
+        // (rows in full, keys scanned (ingest_id, seq, ts) or nil when read in full, checkpoint)
+        let (rows, keys, checkpoint) = try await conn.run { c -> (PostgresRows?, PostgresRows?, PostgresRows) in
             try c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             do {
                 let cp = try await c.query(
                     "SELECT max_seq, max_ts FROM idb.source_checkpoint WHERE source = $1", [source])
-                let rows = try await c.query(
-                    """
-                    SELECT ingest_id, source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs::text
-                    FROM idb.events WHERE ingest_id > $1 AND source = $2 ORDER BY ingest_id LIMIT \(limit)
-                    """, [after, source])
+                guard let skipping else {
+                    let rows = try await c.query(
+                        "SELECT \(columns) FROM idb.events WHERE ingest_id > $1 AND source = $2 ORDER BY ingest_id LIMIT \(limit)",
+                        [after, source])
+                    try c.execute("COMMIT")
+                    return (rows, nil, cp)
+                }
+                let keys = try await c.query(
+                    "SELECT ingest_id, seq, ts FROM idb.events WHERE ingest_id > $1 AND source = $2 ORDER BY ingest_id LIMIT \(limit)",
+                    [after, source])
+                var wanted: [Int64] = []
+                for k in keys where !skipping.contains(try k.decode(1, as: Int64.self)) {
+                    wanted.append(try k.decode(0, as: Int64.self))
+                }
+                var rows: PostgresRows? = nil
+                if !wanted.isEmpty {
+                    rows = try await c.query(
+                        "SELECT \(columns) FROM idb.events WHERE ingest_id = ANY($1::bigint[]) ORDER BY ingest_id",
+                        ["{" + wanted.map(String.init).joined(separator: ",") + "}"])
+                }
                 try c.execute("COMMIT")
-                return (rows, cp)
+                return (rows, keys, cp)
             } catch {
                 try? c.execute("ROLLBACK")
                 throw error
             }
         }
         var read = IDBRead(idb: idb, lastIngestID: after)
-        for row in rows {
-            read.lastIngestID = try row.decode(0, as: Int64.self)
-            guard let e = try Self.event(row, from: 1) else { continue }
-            read.events.append(e)
-            read.attrs.append(row[11])
+        if let rows {
+            for row in rows {
+                read.lastIngestID = try row.decode(0, as: Int64.self)
+                guard let e = try Self.event(row, from: 1) else { continue }
+                read.events.append(e)
+                read.attrs.append(row[11])
+            }
         }
-        if rows.count < limit, let cp = checkpoint.first {
+        let scanned = keys?.count ?? rows?.count ?? 0
+        if let keys, let last = keys.last { read.lastIngestID = try last.decode(0, as: Int64.self) }
+        if scanned < limit, let cp = checkpoint.first {
             // Caught up: everything the checkpoint covers has been read.
             read.maxSeq = try cp.decode(0, as: Int64.self)
             read.availableThrough = try cp.decode(1, as: PostgresTimestamp.self).millisecondsSinceEpoch
+        } else if let keys {
+            read.availableThrough = try keys.map { try $0.decode(2, as: PostgresTimestamp.self).millisecondsSinceEpoch }
+                .max()
         } else {
             read.availableThrough = read.events.map(\.ts.millisecondsSinceEpoch).max()
         }

@@ -26,6 +26,8 @@ public struct LabState: Codable, Sendable, Equatable {
 
     public func postgresPort(_ site: Site) -> Int { basePort + 10 + site.index }
     public func coordinatorPort(_ site: Site) -> Int { basePort + 20 + site.index }
+    /// Where the site's extractor serves /healthz and /metrics.
+    public func extractorMetricsPort(_ site: Site) -> Int { basePort + 80 + site.index }
     /// Collector `j` (0 = `-a`, 1 = `-b`) of the source of site slot `index`.
     public func collectorPort(siteIndex: Int, member: Int) -> Int { basePort + 30 + 2 * (siteIndex - 1) + member }
     public func wanPostgresPort(from a: Site, to b: Site) -> Int { basePort + 40 + 4 * (a.index - 1) + (b.index - 1) }

@@ -97,8 +97,12 @@ public struct LocalLab: Sendable {
             guard state.site(e.site).map({ server(state, $0).isRunning }) == true else { continue }
             try FileManager.default.createDirectory(
                 atPath: siteDirectory(e.site) + "/run", withIntermediateDirectories: true)
+            let port = state.site(e.site).map(state.extractorMetricsPort) ?? 0
             let pid = try Processes.spawnDetached(
-                [executable, "extractor", "run", "--site", e.site, "--config", topologyPath(site: e.site)],
+                [
+                    executable, "extractor", "run", "--site", e.site, "--config", topologyPath(site: e.site),
+                    "--listen", "127.0.0.1:\(port)",
+                ],
                 log: siteDirectory(e.site) + "/extractor.log", environment: environment)
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
         }

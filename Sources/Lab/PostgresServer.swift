@@ -77,7 +77,13 @@ public struct PostgresServer: Sendable {
             listen_addresses = '127.0.0.1'
             unix_socket_directories = ''
             max_connections = 300
-            shared_buffers = 128MB
+            # A site's server, sized like one rather than like initdb's defaults: a mart of
+            # millions of events stays in memory, and bulk cycles do not checkpoint every minute.
+            # (Shared memory is touched as it is used: an idle test lab costs little of it.)
+            shared_buffers = 1GB
+            work_mem = 16MB
+            maintenance_work_mem = 128MB
+            max_wal_size = 4GB
             wal_level = logical
             max_wal_senders = 16
             max_replication_slots = 16

@@ -17,6 +17,7 @@ extension BCPipe.ExtractorCommand {
             abstract: "Run the extractor of a site: merge every IDB into the site's mart, cycle by cycle.")
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The site whose mart this extractor writes.") var site: String
+        @Option(help: "Serve /healthz and /metrics (source and IDB lags) on HOST:PORT.") var listen: String?
 
         func run() async throws {
             let topology = try topologyOptions.load()
@@ -25,9 +26,18 @@ extension BCPipe.ExtractorCommand {
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             logger.info("extractor starting", metadata: ["site": "\(site)", "idbs": "\(settings.idbs.count)"])
+            var address: (host: String, port: Int)?
+            if let listen {
+                guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                    (1...65535).contains(port)
+                else {
+                    throw ValidationError("--listen \(listen): expected HOST:PORT, e.g. 127.0.0.1:7801")
+                }
+                address = (String(listen[..<colon]), port)
+            }
             let extractor = Extractor(settings: settings, logger: logger)
             // SIGTERM ends the process between cycles' transactions; a SIGKILL mid-cycle rolls the cycle back.
-            try await extractor.run()
+            try await ExtractorServer(extractor: extractor, listen: address, logger: logger).run()
         }
     }
 }

@@ -168,11 +168,26 @@ struct ExtractorTests {
         r = try await extractor.cycle()
         #expect(r.states["site2/voice"] == .delayed)
         #expect(r.completeThrough == 1_795_255_210_000, "the mart waits for the delayed source")
+        // The delayed-data alarm as metrics: site2's state and its lag per source and per IDB.
+        let m = String(decoding: extractor.metrics.emit(), as: UTF8.self)
+        let site2 = ["site": "site1", "source": "site2/voice"]
+        #expect(metricValue(m, "bcpipe_extractor_source_state", site2.merging(["state": "delayed"]) { a, _ in a }) == 1)
+        #expect(metricValue(m, "bcpipe_extractor_source_state", site2.merging(["state": "current"]) { a, _ in a }) == 0)
         // Past the threshold: stuck, the gap is listed, the others go on.
         clock.advance(seconds: 15)
         r = try await extractor.cycle()
         #expect(r.states["site2/voice"] == .stuck)
         #expect(r.completeThrough == 1_795_255_230_000)
+        // Lags by event time: site2's data ends at 10:00:10, the clock says 10:00:25.
+        let stuck = String(decoding: extractor.metrics.emit(), as: UTF8.self)
+        #expect(
+            metricValue(stuck, "bcpipe_extractor_source_state", site2.merging(["state": "stuck"]) { a, _ in a }) == 1)
+        #expect(metricValue(stuck, "bcpipe_extractor_source_lag_seconds", site2) == 15, "\(stuck)")
+        for idb in ["site1/idb_site2_b", "site2/idb_site2_a"] {
+            #expect(
+                metricValue(stuck, "bcpipe_extractor_idb_lag_seconds", site2.merging(["idb": idb]) { a, _ in a }) == 15)
+        }
+        #expect(metricValue(stuck, "bcpipe_extractor_complete_through_lag_seconds", ["site": "site1"]) == 0)
         var gaps = try await rig.rows("SELECT source, gap_from, gap_to, backfilled_at FROM report.data_gaps")
         #expect(gaps.count == 1)
         #expect(gaps.first?["gap_from"] as? String == "2026-11-21T10:00:10.000Z")
@@ -431,8 +446,42 @@ struct ExtractorCrashTests {
         let mart = try await c.query("SELECT count(*) FROM report.interactions")[0].decode(0, as: Int.self)
         #expect(raw == mart, "every complete interaction is in the mart once")
         await c.close()
+        // The extractor process serves its metrics over HTTP: both sources current, every IDB read.
+        let (data, _) = try await URLSession.shared.data(
+            from: URL(string: "http://127.0.0.1:\(o.basePort + 81)/metrics")!)
+        let m = String(decoding: data, as: UTF8.self)
+        for source in ["site1/voice", "site2/voice"] {
+            #expect(
+                metricValue(
+                    m, "bcpipe_extractor_source_state", ["site": "site1", "source": source, "state": "current"])
+                    == 1, "\(m)")
+        }
+        for (source, idb) in [
+            ("site1/voice", "site1/idb_site1_a"), ("site1/voice", "site2/idb_site1_b"),
+            ("site2/voice", "site2/idb_site2_a"), ("site2/voice", "site1/idb_site2_b"),
+        ] {
+            #expect(
+                metricValue(m, "bcpipe_extractor_idb_reachable", ["site": "site1", "source": source, "idb": idb]) == 1,
+                "\(m)")
+        }
         try lab.down(remove: true)
     }
+}
+
+/// The value of the Prometheus sample `name` whose labels are exactly `labels`.
+func metricValue(_ text: String, _ name: String, _ labels: [String: String]) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {
+        guard let close = line.lastIndex(of: "}") else { continue }
+        let inner = line[line.index(line.startIndex, offsetBy: name.count + 1)..<close]
+        var found: [String: String] = [:]
+        for pair in inner.split(separator: ",") {
+            let kv = pair.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2 else { continue }
+            found[String(kv[0])] = String(kv[1].dropFirst().dropLast())
+        }
+        if found == labels { return Double(line[line.index(after: close)...].trimmingCharacters(in: .whitespaces)) }
+    }
+    return nil
 }
 
 @Suite("bcpipe idb purge", .serialized)
