@@ -64,6 +64,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The coordinators and the business-continuity procedures (dr declare, rtn start).
+        .target(
+            name: "Coordinator",
+            dependencies: [
+                "PostgresClient", "Topology",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).
         .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
@@ -86,7 +95,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
-                "Collector", "Traffic", "Extractor",
+                "Collector", "Traffic", "Extractor", "Coordinator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

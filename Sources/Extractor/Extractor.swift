@@ -34,10 +34,14 @@ public final class Extractor: @unchecked Sendable {
         var lastIngestID: Int64
         var availableThrough: Int64?
         var maxSeq: Int64?
+        /// The latest unreleased fence a surviving site wrote into this IDB against our site.
+        var fenceEpoch: Int64 = 0
     }
 
     /// What one cycle did.
     public struct CycleReport: Sendable {
+        /// Why this cycle wrote nothing on purpose: the mart is a standby, or this site is fenced.
+        public var idle: Idle?
         public var extracted = 0
         public var transformedInteractions = 0
         public var completeThrough: Int64?
@@ -47,6 +51,52 @@ public final class Extractor: @unchecked Sendable {
         public var availability: [String: Int64?] = [:]
         /// What each IDB gave: reachable, and the time through which it holds its source's data.
         public var idbs: [IDBState] = []
+    }
+
+    public enum Idle: Sendable, Equatable {
+        case standby
+        case fenced(String)
+    }
+
+    /// The mart's control row as a cycle starts: whether and at which epoch it may write.
+    struct Control: Sendable, Equatable {
+        var epoch: Int64
+        var role: String
+        var fencedReason: String?
+        var retiredIDBs: Set<String>
+    }
+
+    /// A cycle that found the mart's epoch or role changed under it (a procedure step ran): it
+    /// rolls back, and the next cycle starts from the new state.
+    struct Superseded: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private var lastIdleLog: (Idle, Date)?
+
+    private func logIdle(_ idle: Idle) {
+        if let (last, at) = lastIdleLog, last == idle, Date().timeIntervalSince(at) < 60 { return }
+        lastIdleLog = (idle, Date())
+        switch idle {
+        case .standby:
+            logger.notice("this site's mart is the standby: the extractor does not write until it is made active")
+        case .fenced(let reason):
+            logger.error("fenced: refusing to write to the mart", metadata: ["reason": "\(reason)"])
+        }
+    }
+
+    func loadControl(_ mart: PostgresConnection) async throws -> Control {
+        let d = try await mart.query("SELECT epoch, role, fenced_reason FROM control.deployment")
+        guard let row = d.first else {
+            throw Superseded(description: "control.deployment is empty; run bcpipe db migrate")
+        }
+        var retired: Set<String> = []
+        for r in try await mart.query("SELECT name FROM control.retired WHERE kind = 'idb'") {
+            retired.insert(r[0] ?? "")
+        }
+        return Control(
+            epoch: try row.decode(0, as: Int64.self), role: row[1] ?? settings.role.rawValue, fencedReason: row[2],
+            retiredIDBs: retired)
     }
 
     public struct IDBState: Sendable {
@@ -112,6 +162,17 @@ public final class Extractor: @unchecked Sendable {
         let mart = mart!
         var report = CycleReport()
         let cycleStart = Date()
+        let control = try await loadControl(mart)
+        if let reason = control.fencedReason {
+            report.idle = .fenced(reason)
+            logIdle(.fenced(reason))
+            return report
+        }
+        if control.role != "active" {
+            report.idle = .standby
+            logIdle(.standby)
+            return report
+        }
         let watermarks = try await loadWatermarks(mart)
         var reads: [IDBRead] = []
         // The first reachable IDB of each pair (this site's own first) is read in full; the other
@@ -124,7 +185,7 @@ public final class Extractor: @unchecked Sendable {
         let ordered = settings.idbs.sorted { ($0.site != settings.site ? 1 : 0) < ($1.site != settings.site ? 1 : 0) }
         var firsts: [ExtractorSettings.IDB] = []
         var seconds: [ExtractorSettings.IDB] = []
-        for idb in ordered {
+        for idb in ordered where !control.retiredIDBs.contains("\(idb.site)/\(idb.database)") {
             if firsts.contains(where: { $0.source == idb.source }) { seconds.append(idb) } else { firsts.append(idb) }
         }
         for round in [firsts, seconds] {
@@ -141,13 +202,16 @@ public final class Extractor: @unchecked Sendable {
                 }
             }
             let limit = settings.batchRows
+            let site = settings.site
             let results = await withTaskGroup(of: (ExtractorSettings.IDB, Result<IDBRead, any Error>).self) { group in
                 for (idb, conn, after, skipping) in jobs {
                     group.addTask {
                         do {
                             return (
                                 idb,
-                                .success(try await Self.read(conn, idb, after: after, skipping: skipping, limit: limit))
+                                .success(
+                                    try await Self.read(
+                                        conn, idb, after: after, skipping: skipping, limit: limit, mySite: site))
                             )
                         } catch {
                             return (idb, .failure(error))
@@ -182,11 +246,27 @@ public final class Extractor: @unchecked Sendable {
                     "cycle: read \(reads.reduce(0) { $0 + $1.events.count }) rows in \(Int(readDone.timeIntervalSince(cycleStart) * 1000)) ms\n"
                         .utf8))
         }
+        if let fence = reads.map(\.fenceEpoch).max(), fence > control.epoch {
+            let reason =
+                "a surviving site declared \(settings.site) failed at epoch \(fence) (this mart holds epoch \(control.epoch)); return to normal re-admits it"
+            report.idle = .fenced(reason)
+            logIdle(.fenced(reason))
+            return report
+        }
         let now = settings.clock()
         let s = settings
         let readsCopy = reads
         let result = try await mart.transaction { c in
-            try await Extractor.commitCycle(c, settings: s, reads: readsCopy, now: now)
+            // Fencing inside the transaction: the control row is held FOR SHARE until commit, so
+            // a procedure step that changes it waits for this cycle, and a cycle that started
+            // under another epoch or role does not commit.
+            let current = try await c.query("SELECT epoch, role, fenced_reason FROM control.deployment FOR SHARE")
+            guard let row = current.first, row[0] == String(control.epoch), (row[1] ?? s.role.rawValue) == control.role,
+                row[2] == nil
+            else {
+                throw Superseded(description: "the mart's epoch or role changed during the cycle; starting over")
+            }
+            return try await Extractor.commitCycle(c, settings: s, reads: readsCopy, now: now)
         }
         recentlyMerged.append(result.merged)
         if recentlyMerged.count > 4 { recentlyMerged.removeFirst() }
@@ -253,9 +333,11 @@ public final class Extractor: @unchecked Sendable {
     }
 
     private static func read(
-        _ conn: PostgresConnection, _ idb: ExtractorSettings.IDB, after: Int64, skipping: Set<Int64>?, limit: Int
+        _ conn: PostgresConnection, _ idb: ExtractorSettings.IDB, after: Int64, skipping: Set<Int64>?, limit: Int,
+        mySite: String
     ) async throws -> IDBRead {
         let source = idb.source
+        let site = mySite
         let columns =
             "ingest_id, source, seq, ts, type, interaction, media, direction, queue, agent, reason, attrs::text"
         // (rows in full, keys scanned (ingest_id, seq, ts) or nil when read in full, checkpoint)
@@ -263,7 +345,10 @@ public final class Extractor: @unchecked Sendable {
             try c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             do {
                 let cp = try await c.query(
-                    "SELECT max_seq, max_ts FROM idb.source_checkpoint WHERE source = $1", [source])
+                    """
+                    SELECT max_seq, max_ts, (SELECT COALESCE(max(epoch), 0) FROM idb.fence WHERE failed_site = $2 AND released_at IS NULL)
+                    FROM (SELECT 1) one LEFT JOIN idb.source_checkpoint ON source = $1
+                    """, [source, site])
                 guard let skipping else {
                     let rows = try await c.query(
                         "SELECT \(columns) FROM idb.events WHERE ingest_id > $1 AND source = $2 ORDER BY ingest_id LIMIT \(limit)",
@@ -302,10 +387,11 @@ public final class Extractor: @unchecked Sendable {
         }
         let scanned = keys?.count ?? rows?.count ?? 0
         if let keys, let last = keys.last { read.lastIngestID = try last.decode(0, as: Int64.self) }
-        if scanned < limit, let cp = checkpoint.first {
+        read.fenceEpoch = try checkpoint.first?.decode(2, as: Int64.self) ?? 0
+        if scanned < limit, let cp = checkpoint.first, let maxTs = try cp.decode(1, as: PostgresTimestamp?.self) {
             // Caught up: everything the checkpoint covers has been read.
-            read.maxSeq = try cp.decode(0, as: Int64.self)
-            read.availableThrough = try cp.decode(1, as: PostgresTimestamp.self).millisecondsSinceEpoch
+            read.maxSeq = try cp.decode(0, as: Int64?.self)
+            read.availableThrough = maxTs.millisecondsSinceEpoch
         } else if let keys {
             read.availableThrough = try keys.map { try $0.decode(2, as: PostgresTimestamp.self).millisecondsSinceEpoch }
                 .max()

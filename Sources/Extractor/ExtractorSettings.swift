@@ -18,6 +18,8 @@ public struct ExtractorSettings: Sendable {
     public var lateData: Topology.LateDataPolicy
     public var interval: Double
     public var slaMs: Int64
+    /// The role the topology gives this site's extractor (the mart's control row, once set, rules).
+    public var role: Topology.ExtractorRole = .active
     /// Rows read from one IDB per cycle at most.
     public var batchRows = 50_000
     /// The clock (ms since the epoch); injectable so tests cover hours of thresholds in seconds.
@@ -37,9 +39,11 @@ public struct ExtractorSettings: Sendable {
                 site: c.idb.site, database: c.idb.database, conninfo: topology.site(named: c.idb.site)!.postgres,
                 source: c.source)
         }
-        return ExtractorSettings(
+        var settings = ExtractorSettings(
             site: site, martConninfo: me.postgres, idbs: idbs, sources: topology.sources,
             thresholdMs: Int64(topology.extract.dataStuckThreshold) * 1000, lateData: topology.extract.lateData,
             interval: topology.extract.interval, slaMs: Int64(topology.reporting.slaSeconds) * 1000)
+        settings.role = topology.extractors.first { $0.site == site }!.role
+        return settings
     }
 }

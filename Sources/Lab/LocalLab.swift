@@ -84,14 +84,15 @@ public struct LocalLab: Sendable {
         for site in state.sites { try await startSite(state, site) }
         try startWAN(state)
         try startCollectors(state, environment: options.collectorEnvironment)
+        try startCoordinators(state, environment: options.collectorEnvironment)
         if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }
         return state
     }
 
-    /// Starts the extractor of every site whose role is active (the standby's comes with the coordinator).
+    /// Starts every site's extractor; a standby's idles until its mart is made active.
     func startExtractors(_ state: LabState, environment: [String: String]) throws {
         let topology = state.topology(directory: directory, viewpoint: nil)
-        for e in topology.extractors where e.role == .active {
+        for e in topology.extractors {
             let pidFile = siteDirectory(e.site) + "/run/extractor.pid"
             if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
             guard state.site(e.site).map({ server(state, $0).isRunning }) == true else { continue }
@@ -105,6 +106,29 @@ public struct LocalLab: Sendable {
                 ],
                 log: siteDirectory(e.site) + "/extractor.log", environment: environment)
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        }
+    }
+
+    /// Starts the coordinator of every site whose server runs, and waits until each listens.
+    func startCoordinators(_ state: LabState, environment: [String: String]) throws {
+        var started: [(String, Int)] = []
+        for site in state.sites where server(state, site).isRunning {
+            let pidFile = siteDirectory(site.name) + "/run/coordinator.pid"
+            if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
+            try FileManager.default.createDirectory(
+                atPath: siteDirectory(site.name) + "/run", withIntermediateDirectories: true)
+            let pid = try Processes.spawnDetached(
+                [executable, "coordinator", "run", "--site", site.name, "--config", topologyPath(site: site.name)],
+                log: siteDirectory(site.name) + "/coordinator.log", environment: environment)
+            try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+            started.append((site.name, state.coordinatorPort(site)))
+        }
+        for (name, port) in started {
+            try waitUntil(
+                "coordinator of \(name) listens on \(port) (see \(siteDirectory(name))/coordinator.log)", timeout: 30
+            ) {
+                Processes.isListening(port)
+            }
         }
     }
 

@@ -14,10 +14,12 @@ public enum Processes {
 
     /// Runs a command to completion, capturing stdout and stderr together (through a temporary
     /// file, so a daemon the command leaves behind cannot hold our end open).
-    public static func run(_ arguments: [String], timeout: Double = 120) throws -> Output {
+    public static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 120) throws
+        -> Output
+    {
         let log = NSTemporaryDirectory() + "bcpipe-run-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).log"
         defer { unlink(log) }
-        let pid = try spawn(arguments, log: log, newSession: false)
+        let pid = try spawn(arguments, log: log, newSession: false, environment: environment)
         let deadline = Date().addingTimeInterval(timeout)
         var status: Int32 = 0
         while true {

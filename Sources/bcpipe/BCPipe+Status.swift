@@ -1,4 +1,5 @@
 import ArgumentParser
+import Coordinator
 import Foundation
 import PostgresClient
 import Topology
@@ -28,6 +29,14 @@ extension BCPipe {
             var error: String?
             var phase: String?
             var epoch: Int64?
+            var role: String?
+            var reportingSite: String?
+            var fenced: String?
+            var coordinator: String
+            var coordinatorAnswers: Bool = false
+            var retired: [String] = []
+            var procedure: ControlState.Procedure?
+            var journal: [ControlState.JournalEntry] = []
             var databases: [String]
             var extractorCompleteThrough: String?
             var extractorCycles: Int64?
@@ -53,6 +62,10 @@ extension BCPipe {
         struct Report: Codable {
             var deployment: String
             var mode: String
+            /// The highest epoch any reachable mart holds, and that mart's phase and reporting site.
+            var epoch: Int64?
+            var phase: String?
+            var reportingSite: String?
             var sites: [SiteStatus]
             var collectors: [CollectorStatus]
         }
@@ -90,14 +103,22 @@ extension BCPipe {
                 config.connectTimeout = 3
                 config.statementTimeoutMilliseconds = 5_000
                 var status = SiteStatus(
-                    name: site.name, reachable: false, databases: topology.databases(atSite: site.name))
+                    name: site.name, reachable: false, coordinator: site.coordinator.description,
+                    databases: topology.databases(atSite: site.name))
+                var request = URLRequest(url: URL(string: "http://\(site.coordinator)/healthz")!)
+                request.timeoutInterval = 2
+                status.coordinatorAnswers = (try? await URLSession.shared.data(for: request)) != nil
                 do {
                     let conn = try await PostgresConnection.connect(config)
-                    let rows = try await conn.query("SELECT phase, epoch FROM control.deployment")
-                    if let row = rows.first {
-                        status.phase = try row.decode(0, as: String.self)
-                        status.epoch = try row.decode(1, as: Int64.self)
-                    }
+                    let control = try await ControlState.load(conn, journal: 20)
+                    status.phase = control.phase
+                    status.epoch = control.epoch
+                    status.role = control.role
+                    status.reportingSite = control.reportingSite
+                    status.fenced = control.fencedReason
+                    status.retired = control.retiredSites + control.retiredSources + control.retiredIDBs
+                    status.procedure = control.procedure
+                    status.journal = control.journal
                     if let e = try await conn.query("SELECT complete_through, cycles FROM control.extractor").first {
                         status.extractorCompleteThrough = e[0]
                         status.extractorCycles = try e.decode(1, as: Int64.self)
@@ -119,23 +140,45 @@ extension BCPipe {
             }
             var collectors: [CollectorStatus] = []
             for c in topology.collectors { collectors.append(await Self.collectorStatus(c)) }
+            let leader = sites.filter { $0.fenced == nil && $0.epoch != nil }.max { ($0.epoch ?? 0) < ($1.epoch ?? 0) }
             let report = Report(
-                deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, sites: sites,
-                collectors: collectors)
+                deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, epoch: leader?.epoch,
+                phase: leader?.phase, reportingSite: leader?.reportingSite, sites: sites, collectors: collectors)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
                 return
             }
-            print("deployment \(report.deployment): mode \(report.mode)")
+            print(
+                "deployment \(report.deployment): mode \(report.mode), phase \(report.phase ?? "?"), epoch \(report.epoch.map(String.init) ?? "?"), reporting mart \(report.reportingSite.map { "\($0)/mart" } ?? "?")"
+            )
             for s in sites {
+                let coordinator = s.coordinatorAnswers ? "coordinator up" : "coordinator DOWN"
                 if s.reachable {
                     print(
-                        "  \(s.name): reachable, phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
+                        "  \(s.name): reachable, \(coordinator), mart \(s.role ?? "?"), phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
                     )
+                    if let f = s.fenced { print("    FENCED: \(f)") }
+                    if !s.retired.isEmpty { print("    retired: \(s.retired.joined(separator: ", "))") }
+                    for src in s.sources {
+                        print(
+                            "    source \(src.source): \(src.state), complete through \(src.completeThrough ?? "-")\(src.lagSeconds.map { String(format: ", lag %.1f s", $0) } ?? "")"
+                        )
+                    }
                 } else {
-                    print("  \(s.name): UNREACHABLE — \(s.error ?? "")")
+                    print("  \(s.name): UNREACHABLE, \(coordinator) — \(s.error ?? "")")
+                }
+            }
+            if let site = sites.first(where: { $0.name == report.reportingSite })
+                ?? sites.first(where: { $0.procedure != nil }),
+                let p = site.procedure
+            {
+                print(
+                    "procedure: \(p.kind) \(p.target) — \(p.status), started by \(p.startedBy) at \(p.startedAt), steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.joined(separator: ", "))"
+                )
+                for j in site.journal.suffix(10) {
+                    print("  \(j.at) epoch \(j.epoch) \(j.actor): \(j.procedure) / \(j.step) \(j.status)")
                 }
             }
             print("collectors:")

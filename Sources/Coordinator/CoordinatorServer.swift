@@ -1,0 +1,150 @@
+import Foundation
+import Hummingbird
+import Logging
+import PostgresClient
+import ServiceLifecycle
+import Topology
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// What a coordinator reports at `GET /v1/status`.
+public struct CoordinatorStatus: Codable, Sendable {
+    public struct Peer: Codable, Sendable {
+        public var site: String
+        public var reachable: Bool
+        public var epoch: Int64?
+        public var phase: String?
+        public var error: String?
+    }
+
+    public var site: String
+    public var martReachable: Bool
+    public var error: String?
+    public var control: ControlState?
+    public var peers: [Peer] = []
+    public var checkedAt: String
+}
+
+/// A site's coordinator: watches its own mart and its peers, holds the site's view of phase,
+/// epoch, mode and role in the mart's `control` schema, serves it over HTTP, and fences its own
+/// site when a peer declared it failed at a later epoch (an old epoch must not write).
+public final class CoordinatorServer: @unchecked Sendable {
+    public let topology: Topology
+    public let site: Topology.Site
+    let logger: Logger
+    private let lock = NSLock()
+    private var latest: CoordinatorStatus
+    private var mart: PostgresConnection?
+    public var pollInterval: Double = 1
+
+    public init(topology: Topology, site: String, logger: Logger) throws {
+        guard let s = topology.site(named: site) else {
+            throw TopologyError(
+                path: "--site",
+                message: "unknown site \"\(site)\"; sites are \(topology.sites.map(\.name).joined(separator: ", "))")
+        }
+        self.topology = topology
+        self.site = s
+        self.logger = logger
+        latest = CoordinatorStatus(site: site, martReachable: false, checkedAt: "")
+    }
+
+    public var status: CoordinatorStatus {
+        lock.withLock { latest }
+    }
+
+    /// One round: the own mart's state, the peers' status, fencing.
+    public func check() async -> CoordinatorStatus {
+        var s = CoordinatorStatus(
+            site: site.name, martReachable: false, checkedAt: ISO8601DateFormatter().string(from: Date()))
+        do {
+            if mart == nil {
+                var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+                config.connectTimeout = 3
+                config.operationTimeout = 5
+                config.statementTimeoutMilliseconds = 5_000
+                config.applicationName = "bcpipe coordinator \(site.name)"
+                mart = try await PostgresConnection.connect(config, logger: logger)
+                try await ControlState.initialize(mart!, topology: topology, site: site.name)
+            }
+            s.control = try await ControlState.load(mart!, journal: 20)
+            s.martReachable = true
+        } catch {
+            s.error = "\(error)"
+            if let m = mart { await m.close() }
+            mart = nil
+        }
+        for peer in topology.sites where peer.name != site.name {
+            var p = CoordinatorStatus.Peer(site: peer.name, reachable: false)
+            var request = URLRequest(url: URL(string: "http://\(peer.coordinator)/v1/status")!)
+            request.timeoutInterval = 2
+            do {
+                let (data, _) = try await URLSession.shared.data(for: request)
+                let other = try JSONDecoder().decode(CoordinatorStatus.self, from: data)
+                p.reachable = true
+                p.epoch = other.control?.epoch
+                p.phase = other.control?.phase
+                // A peer that retired this site at a later epoch fences it.
+                if let o = other.control, let mine = s.control, o.epoch > mine.epoch,
+                    o.retiredSites.contains(site.name), mine.fencedReason == nil, let m = mart
+                {
+                    let reason =
+                        "\(peer.name) declared \(site.name) failed at epoch \(o.epoch) (this site holds epoch \(mine.epoch)); nothing here writes until return to normal re-admits \(site.name)"
+                    try await m.query(
+                        "UPDATE control.deployment SET fenced_reason = $1, fenced_epoch = $2", [reason, o.epoch])
+                    s.control?.fencedReason = reason
+                    logger.error("fenced", metadata: ["reason": "\(reason)"])
+                }
+            } catch {
+                p.error = "\(error.localizedDescription)"
+            }
+            s.peers.append(p)
+        }
+        lock.withLock { latest = s }
+        return s
+    }
+
+    struct Watcher: Service {
+        let server: CoordinatorServer
+        func run() async throws {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    _ = await server.check()
+                    try await Task.sleep(for: .seconds(server.pollInterval))
+                }
+            }
+        }
+    }
+
+    public func run(onReady: @escaping @Sendable () -> Void = {}) async throws {
+        _ = await check()
+        let router = Router()
+        router.get("/healthz") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+        }
+        router.get("/v1/status") { [self] _, _ in
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let body = (try? encoder.encode(status)) ?? Data("{}".utf8)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: Array(body))))
+        }
+        let app = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(site.coordinator.host, port: site.coordinator.port),
+                serverName: "bcpipe-coordinator"),
+            onServerRunning: { _ in onReady() }, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app), .init(service: Watcher(server: self))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        if let m = mart { await m.close() }
+    }
+}

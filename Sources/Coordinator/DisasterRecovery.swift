@@ -1,0 +1,282 @@
+import Foundation
+import Logging
+import PostgresClient
+import Topology
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// `bcpipe dr declare` (CONTRACT 6.4): the safety rules, then the steps — each journaled in the
+/// surviving mart, done once (a rerun after the command was killed resumes at the first step not
+/// done), under a session advisory lock so that of two operators declaring at once one carries it
+/// out and the other is told it is done.
+public struct DisasterRecovery: Sendable {
+    public var topology: Topology
+    public var failedSite: String
+    public var confirmSiteDown: Bool
+    public var dryRun: Bool
+    public var actor: String
+    public var say: @Sendable (String) -> Void
+
+    public static let steps: [(name: String, what: String)] = [
+        ("raise-epoch", "raise the deployment epoch; phase disaster-recovery"),
+        ("fence", "write the fence into the surviving IDBs (the failed site's extractor, if it returns, sees it)"),
+        ("retire", "retire the failed site's sources and IDBs: extraction stops waiting for them"),
+        ("promote", "make the surviving mart active and the reporting mart"),
+        ("emergency", "phase emergency"),
+    ]
+
+    public enum Outcome: Sendable, Equatable {
+        case done(epoch: Int64)
+        case alreadyDone(String)
+        case dryRun
+    }
+
+    public init(
+        topology: Topology, failedSite: String, confirmSiteDown: Bool, dryRun: Bool, actor: String = operatorIdentity(),
+        say: @escaping @Sendable (String) -> Void
+    ) {
+        self.topology = topology
+        self.failedSite = failedSite
+        self.confirmSiteDown = confirmSiteDown
+        self.dryRun = dryRun
+        self.actor = actor
+        self.say = say
+    }
+
+    /// The survivor: the first other site with an extractor.
+    func survivor() throws -> Topology.Site {
+        guard topology.site(named: failedSite) != nil else {
+            throw TopologyError(
+                path: "--failed-site",
+                message:
+                    "unknown site \"\(failedSite)\"; sites are \(topology.sites.map(\.name).joined(separator: ", "))")
+        }
+        guard
+            let e = topology.extractors.first(where: { $0.site != failedSite }),
+            let s = topology.site(named: e.site)
+        else {
+            throw SafetyRefusal(
+                rule: "survivor", message: "no other site with an extractor survives \(failedSite)",
+                remedy: "a deployment needs a second site to recover onto")
+        }
+        return s
+    }
+
+    public func run() async throws -> Outcome {
+        let survivor = try survivor()
+        guard confirmSiteDown || dryRun else {
+            throw SafetyRefusal(
+                rule: "confirm-site-down",
+                message: "declaring \(failedSite) failed needs --confirm-site-down",
+                remedy:
+                    "confirm by other means (people at the site, the provider) that \(failedSite) is down — not just unreachable — and add --confirm-site-down"
+            )
+        }
+        // The failed site must not answer from here: if it does, this is a network outage.
+        let failed = topology.site(named: failedSite)!
+        if let answer = await Self.postgresAnswers(failed.postgres) {
+            throw SafetyRefusal(
+                rule: "failed-site-unreachable",
+                message:
+                    "\(failedSite)'s PostgreSQL server still answers from here (\(answer)): this is a network outage, and promoting now would de-synchronise the marts",
+                remedy:
+                    "restore the link and let the pipeline catch up; declare only once \(failedSite)'s server is down")
+        }
+        if await Self.httpAnswers(failed.coordinator) {
+            throw SafetyRefusal(
+                rule: "failed-site-unreachable",
+                message: "\(failedSite)'s coordinator still answers at \(failed.coordinator) from here",
+                remedy: "declare only once \(failedSite)'s coordinator is down too")
+        }
+        say("safety: --confirm-site-down given; \(failedSite)'s server and coordinator do not answer from here")
+
+        var config = PostgresConfiguration(conninfo: survivor.postgres, database: Topology.martDatabase)
+        config.connectTimeout = 5
+        config.statementTimeoutMilliseconds = 30_000
+        config.applicationName = "bcpipe dr declare"
+        let mart: PostgresConnection
+        do {
+            mart = try await PostgresConnection.connect(config)
+        } catch {
+            throw ControlError(
+                "cannot reach the surviving site \(survivor.name)'s mart (\(error)); disaster recovery runs against the survivor"
+            )
+        }
+        defer { Task { await mart.close() } }
+        try await ControlState.initialize(mart, topology: topology, site: survivor.name)
+
+        if dryRun {
+            let state = try await ControlState.load(mart)
+            say(
+                "dry run: would declare \(failedSite) failed onto \(survivor.name), epoch \(state.epoch) → \(state.epoch + 1):"
+            )
+            for (i, s) in Self.steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
+            return .dryRun
+        }
+
+        // One procedure at a time, carried out by one session: a second operator waits here.
+        try await mart.execute("SET lock_timeout = '60s'")
+        try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
+        defer { Task { try? await mart.query("SELECT pg_advisory_unlock(hashtext('bcpipe procedure'))") } }
+
+        var state = try await ControlState.load(mart)
+        if let p = state.procedure, p.kind == "dr declare", p.target == failedSite, p.status == "done",
+            state.retiredSites.contains(failedSite)
+        {
+            let message =
+                "already done: \(failedSite) was declared failed by \(p.startedBy) at \(p.startedAt) (epoch \(p.epochTo)); phase \(state.phase)"
+            say(message)
+            return .alreadyDone(message)
+        }
+        let procedureID: Int64
+        if let p = state.procedure, p.status == "running" {
+            guard p.kind == "dr declare", p.target == failedSite else {
+                throw SafetyRefusal(
+                    rule: "one-procedure-at-a-time",
+                    message: "\(p.kind) \(p.target) (started by \(p.startedBy) at \(p.startedAt)) is still in progress",
+                    remedy: "finish it first (rerun it to resume); see bcpipe status")
+            }
+            say(
+                "resuming dr declare started by \(p.startedBy) at \(p.startedAt); done: \(p.stepsDone.joined(separator: ", "))"
+            )
+            procedureID = p.id
+        } else {
+            if state.phase != "normal" {
+                throw SafetyRefusal(
+                    rule: "phase", message: "the deployment is in phase \(state.phase), not normal",
+                    remedy: "a site can be declared failed from normal operation; return to normal first")
+            }
+            procedureID = try await mart.query(
+                """
+                INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
+                VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
+                """, [failedSite, survivor.name, state.epoch, actor])[0].decode(0, as: Int64.self)
+            state = try await ControlState.load(mart)
+        }
+        let epoch = state.procedure!.epochTo
+        let done = Set(state.procedure!.stepsDone)
+        for (i, step) in Self.steps.enumerated() {
+            if done.contains(step.name) {
+                say("  \(i + 1)/\(Self.steps.count) \(step.name): already done")
+                continue
+            }
+            let started = Date()
+            let detail = try await perform(step.name, mart: mart, survivor: survivor, epoch: epoch)
+            let name = step.name
+            let who = actor
+            let target = failedSite
+            try await mart.transaction { c in
+                try await c.query(
+                    "UPDATE control.procedure SET steps_done = array_append(steps_done, $2) WHERE id = $1",
+                    [procedureID, name])
+                try await c.query(
+                    """
+                    INSERT INTO control.journal (epoch, actor, procedure, step, status, detail)
+                    VALUES ($1, $2, $3, $4, 'done', $5::jsonb)
+                    """, [epoch, who, "dr declare \(target)", name, detail])
+            }
+            say(
+                "  \(i + 1)/\(Self.steps.count) \(step.name): \(step.what) — done in \(Int(Date().timeIntervalSince(started) * 1000)) ms"
+            )
+            // A fault-injection point for the tests: the command dies here as if killed.
+            if ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"] == "dr-declare:after:\(step.name)" {
+                kill(getpid(), SIGKILL)
+            }
+        }
+        try await mart.query(
+            "UPDATE control.procedure SET status = 'done', finished_at = now() WHERE id = $1", [procedureID])
+        say("disaster recovery done: epoch \(epoch), reporting mart \(survivor.name)/mart, phase emergency")
+        return .done(epoch: epoch)
+    }
+
+    /// One step's work, idempotent. Returns the journal detail (JSON).
+    func perform(_ step: String, mart: PostgresConnection, survivor: Topology.Site, epoch: Int64) async throws
+        -> String
+    {
+        let failedSources = topology.sources.filter { $0.site == failedSite }.map(\.name)
+        let failedIDBs = topology.collectors.filter { $0.idb.site == failedSite }.map {
+            "\($0.idb.site)/\($0.idb.database)"
+        }
+        switch step {
+        case "raise-epoch":
+            // Waits for an extractor cycle in flight (it holds the row FOR SHARE): after this, no
+            // cycle of the old epoch commits.
+            try await mart.query(
+                "UPDATE control.deployment SET epoch = GREATEST(epoch, $1), phase = 'disaster-recovery', updated_at = now()",
+                [epoch])
+            return #"{"epoch": \#(epoch)}"#
+        case "fence":
+            var written: [String] = []
+            for c in topology.collectors where c.idb.site == survivor.name {
+                var config = PostgresConfiguration(conninfo: survivor.postgres, database: c.idb.database)
+                config.connectTimeout = 5
+                let idb = try await PostgresConnection.connect(config)
+                try await idb.query(
+                    "INSERT INTO idb.fence (failed_site, epoch, declared_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    [failedSite, epoch, actor])
+                await idb.close()
+                written.append("\(c.idb.site)/\(c.idb.database)")
+            }
+            return #"{"idbs": "\#(written.joined(separator: ","))"}"#
+        case "retire":
+            let site = failedSite
+            try await mart.transaction { c in
+                try await c.query(
+                    "INSERT INTO control.retired (kind, name, epoch) VALUES ('site', $1, $2) ON CONFLICT DO NOTHING",
+                    [site, epoch])
+                for s in failedSources {
+                    try await c.query(
+                        "INSERT INTO control.retired (kind, name, epoch) VALUES ('source', $1, $2) ON CONFLICT DO NOTHING",
+                        [s, epoch])
+                    try await c.query(
+                        """
+                        INSERT INTO control.source_state (source, site, state) VALUES ($1, $2, 'retired')
+                        ON CONFLICT (source) DO UPDATE SET state = 'retired', updated_at = now()
+                        """, [s, site])
+                }
+                for i in failedIDBs {
+                    try await c.query(
+                        "INSERT INTO control.retired (kind, name, epoch) VALUES ('idb', $1, $2) ON CONFLICT DO NOTHING",
+                        [i, epoch])
+                }
+            }
+            return
+                #"{"sources": "\#(failedSources.joined(separator: ","))", "idbs": "\#(failedIDBs.joined(separator: ","))"}"#
+        case "promote":
+            try await mart.query(
+                "UPDATE control.deployment SET role = 'active', reporting_site = $1, updated_at = now()",
+                [survivor.name])
+            return #"{"reporting_site": "\#(survivor.name)"}"#
+        case "emergency":
+            try await mart.query("UPDATE control.deployment SET phase = 'emergency', updated_at = now()")
+            return #"{"phase": "emergency"}"#
+        default:
+            throw ControlError("unknown step \(step)")
+        }
+    }
+
+    /// Whether a PostgreSQL server answers at `conninfo` (a server error counts as an answer).
+    static func postgresAnswers(_ conninfo: String) async -> String? {
+        var config = PostgresConfiguration(conninfo: conninfo, database: "postgres")
+        config.connectTimeout = 3
+        config.operationTimeout = 5
+        do {
+            let c = try await PostgresConnection.connect(config)
+            await c.close()
+            return "it accepted a connection"
+        } catch let e as PostgresError where e.sqlState != nil {
+            return "it answered: \(e.message)"
+        } catch {
+            return nil
+        }
+    }
+
+    /// Whether anything answers HTTP at `address` within 2 s.
+    static func httpAnswers(_ address: HostPort) async -> Bool {
+        var request = URLRequest(url: URL(string: "http://\(address)/healthz")!)
+        request.timeoutInterval = 2
+        return (try? await URLSession.shared.data(for: request)) != nil
+    }
+}

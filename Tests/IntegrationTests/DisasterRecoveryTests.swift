@@ -1,0 +1,191 @@
+import Extractor
+import Foundation
+import Lab
+import PostgresClient
+import Testing
+import Topology
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Disaster recovery on the lab (CONTRACT 6.4), in both modes: the safety rules, a site failure
+/// declared by two operators at once, reporting on the survivor with every event its IDBs hold,
+/// and the failed site fenced when it comes back.
+@Suite("Disaster recovery", .serialized)
+struct DisasterRecoveryTests {
+    static func bcpipe(_ args: [String], environment: [String: String] = [:]) throws -> Processes.Output {
+        try Processes.run([TestLab.executable] + args, environment: environment, timeout: 120)
+    }
+
+    /// Events the survivor's IDBs hold, by (source, seq).
+    static func survivorIDBEvents(_ lab: LocalLab, site: String, topology: Topology) async throws -> Set<String> {
+        var all: Set<String> = []
+        for c in topology.collectors where c.idb.site == site {
+            let conn = try await TestLab.connect(lab, site: site, database: c.idb.database)
+            for r in try await conn.query("SELECT source, seq FROM idb.events") { all.insert("\(r[0]!) \(r[1]!)") }
+            await conn.close()
+        }
+        return all
+    }
+
+    static func martEvents(_ lab: LocalLab, site: String) async throws -> (events: [String], interactions: Int) {
+        let conn = try await TestLab.connect(lab, site: site, database: "mart")
+        let events = try await conn.query("SELECT source, seq FROM mart.event").map { "\($0[0]!) \($0[1]!)" }
+        let interactions = try await conn.query("SELECT count(*) FROM report.interactions")[0].decode(0, as: Int.self)
+        await conn.close()
+        return (events, interactions)
+    }
+
+    func traffic(_ lab: LocalLab, count: Int, seed: Int, start: String) throws -> [String] {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("dr-\(getpid())-\(seed).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let gen = try Self.bcpipe([
+            "gen", "--count", "\(count)", "--seed", "\(seed)", "--rate", "200", "--start", start, "--out", file,
+        ])
+        #expect(gen.status == 0, "\(gen.text)")
+        return try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
+    }
+
+    @Test(arguments: [Topology.Mode.activeStandby, .activeActive])
+    func siteFailureDeclaredTwiceAtOnceThenTheFailedSiteIsFenced(mode: Topology.Mode) async throws {
+        let lab = try TestLab.makeLab(name: "dr-\(mode.rawValue)")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + (mode == .activeStandby ? 1200 : 1300)
+        o.mode = mode
+        o.stuckThreshold = 3600
+        try await lab.up(o)
+        let topology = try Topology.load(path: lab.topologyPath(site: "site2"))
+        let rig = ExtractorRig(
+            lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
+        let lines = try traffic(lab, count: 3000, seed: 11, start: "2026-11-21T09:00:00Z")
+        for (source, pair) in [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])] {
+            try await rig.post(lines.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
+        }
+        try await CollectorTests.waitUntil("site1's mart has the traffic") {
+            try await Self.martEvents(lab, site: "site1").events.count >= 2900
+        }
+        let survivorView = lab.topologyPath(site: "site2")
+
+        // The safety rules, each refused with exit 3 and the rule named; nothing changes.
+        var out = try Self.bcpipe(["dr", "declare", "--failed-site", "site1", "--config", survivorView])
+        #expect(out.status == 3, "\(out.text)")
+        #expect(out.text.contains("confirm-site-down"))
+        out = try Self.bcpipe([
+            "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", lab.topologyPath,
+        ])
+        #expect(out.status == 3, "site1 is alive: \(out.text)")
+        #expect(out.text.contains("failed-site-unreachable"))
+        // A WAN cut is not a site failure: an observer that reaches both servers is refused.
+        try lab.setLink("site1", "site2", .refuse)
+        out = try Self.bcpipe([
+            "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", lab.topologyPath,
+        ])
+        #expect(out.status == 3, "a WAN cut: \(out.text)")
+        try lab.setLink("site1", "site2", .up)
+        out = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let before = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any]
+        #expect(before?["phase"] as? String == "normal")
+        #expect(before?["epoch"] as? Int == 1)
+
+        // Site 1 fails; two operators declare at once from site 2.
+        try lab.failSite("site1")
+        let args = ["dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", survivorView]
+        async let first = Task.detached { try Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "alice"]) }.value
+        async let second = Task.detached { try Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "bob"]) }.value
+        let (a, b) = try await (first, second)
+        #expect(a.status == 0 && b.status == 0, "\(a.text)\n\(b.text)")
+        let texts = [a.text, b.text]
+        #expect(texts.filter { $0.contains("disaster recovery done: epoch 2") }.count == 1, "\(texts)")
+        #expect(texts.filter { $0.contains("already done") }.count == 1, "\(texts)")
+
+        // Reporting goes on at site 2 with every event its IDBs hold, exactly once.
+        let held = try await Self.survivorIDBEvents(lab, site: "site2", topology: topology)
+        #expect(held.count >= 2900)
+        try await CollectorTests.waitUntil("site2's mart holds every event site2's IDBs hold", timeout: 90) {
+            Set(try await Self.martEvents(lab, site: "site2").events) == held
+        }
+        var mart2 = try await Self.martEvents(lab, site: "site2")
+        #expect(mart2.events.count == Set(mart2.events).count, "no duplicates")
+        #expect(mart2.interactions > 0)
+        out = try Self.bcpipe(["status", "--json", "--config", survivorView])
+        let after = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any]
+        #expect(after?["phase"] as? String == "emergency", "\(out.text)")
+        #expect(after?["epoch"] as? Int == 2)
+        #expect(after?["reportingSite"] as? String == "site2")
+        let site2 = (after?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site2" }
+        let journal = site2?["journal"] as? [[String: Any]] ?? []
+        #expect(journal.map { $0["step"] as? String } == ["raise-epoch", "fence", "retire", "promote", "emergency"])
+        #expect(Set(journal.compactMap { $0["actor"] as? String }).count == 1, "one operator carried it out")
+
+        // Emergency operation: site2's traffic keeps flowing into the reports.
+        let more = try traffic(lab, count: 600, seed: 12, start: "2026-11-21T11:00:00Z").filter {
+            $0.contains(#""source":"site2/voice""#)
+        }
+        let moreSeqs = more.map { line -> String in
+            let seq = line.split(separator: ",").first { $0.hasPrefix(#""seq":"#) }!.dropFirst(6)
+            return "site2/voice \(seq)"
+        }
+        try await rig.post(more, to: ["site2-a"])
+        try await CollectorTests.waitUntil("site2's new traffic is in site2's mart", timeout: 60) {
+            Set(try await Self.martEvents(lab, site: "site2").events).isSuperset(of: moreSeqs)
+        }
+
+        // Site 1 comes back: fenced by its old epoch; its extractor writes nothing.
+        try await lab.up(o)
+        try await CollectorTests.waitUntil("site1's coordinator reports the fence", timeout: 30) {
+            let s = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+            let j = try JSONSerialization.jsonObject(with: Data(s.text.utf8)) as? [String: Any]
+            let site1 = (j?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site1" }
+            return (site1?["fenced"] as? String)?.contains("epoch 2") == true
+        }
+        let frozen = try await Self.martEvents(lab, site: "site1").events.count
+        let late = try traffic(lab, count: 400, seed: 13, start: "2026-11-21T12:00:00Z").filter {
+            $0.contains(#""source":"site1/voice""#)
+        }
+        try await rig.post(late, to: ["site1-a"])
+        try await Task.sleep(for: .seconds(3))
+        #expect(try await Self.martEvents(lab, site: "site1").events.count == frozen, "a fenced site writes nothing")
+        let log = try String(contentsOfFile: lab.directory + "/sites/site1/extractor.log", encoding: .utf8)
+        #expect(log.contains("fenced: refusing to write"))
+        mart2 = try await Self.martEvents(lab, site: "site2")
+        #expect(mart2.events.count == Set(mart2.events).count)
+        try lab.down(remove: true)
+    }
+
+    /// `dr declare` killed after a step resumes where it stopped when run again.
+    @Test func killedMidProcedureThenRerunCompletes() async throws {
+        let lab = try TestLab.makeLab(name: "dr-resume")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + 1400
+        try await lab.up(o)
+        try lab.failSite("site2")
+        let args = [
+            "dr", "declare", "--failed-site", "site2", "--confirm-site-down", "--config",
+            lab.topologyPath(site: "site1"),
+        ]
+        let killed = try Self.bcpipe(args, environment: ["BCPIPE_FAILPOINT": "dr-declare:after:fence"])
+        #expect(killed.status != 0)
+        #expect(killed.text.contains("2/5 fence"))
+        #expect(!killed.text.contains("3/5"))
+        let rerun = try Self.bcpipe(args)
+        #expect(rerun.status == 0, "\(rerun.text)")
+        #expect(rerun.text.contains("resuming dr declare"))
+        #expect(rerun.text.contains("1/5 raise-epoch: already done"))
+        #expect(rerun.text.contains("2/5 fence: already done"))
+        #expect(rerun.text.contains("disaster recovery done: epoch 2"))
+        let conn = try await TestLab.connect(lab, site: "site1", database: "mart")
+        let steps = try await conn.query("SELECT step FROM control.journal ORDER BY id").map { $0[0]! }
+        #expect(steps == ["raise-epoch", "fence", "retire", "promote", "emergency"], "each step once")
+        let d = try await conn.query("SELECT epoch, phase, role, reporting_site FROM control.deployment")[0]
+        #expect([d[0], d[1], d[2], d[3]] == ["2", "emergency", "active", "site1"])
+        await conn.close()
+        // Declaring again from another phase of the same failure is answered, not repeated.
+        let again = try Self.bcpipe(args)
+        #expect(again.status == 0)
+        #expect(again.text.contains("already done"))
+        try lab.down(remove: true)
+    }
+}
