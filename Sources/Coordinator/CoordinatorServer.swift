@@ -24,6 +24,10 @@ public struct CoordinatorStatus: Codable, Sendable {
     public var error: String?
     public var control: ControlState?
     public var peers: [Peer] = []
+    /// As the active mart's server reports its subscribers (active-standby).
+    public var replication: [Replication.SubscriberLag] = []
+    /// Whether this (standby) mart subscribes to the active one.
+    public var subscribed: Bool?
     public var checkedAt: String
 }
 
@@ -71,6 +75,7 @@ public final class CoordinatorServer: @unchecked Sendable {
             }
             s.control = try await ControlState.load(mart!, journal: 20)
             s.martReachable = true
+            try await replicate(&s)
         } catch {
             s.error = "\(error)"
             if let m = mart { await m.close() }
@@ -104,6 +109,32 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         lock.withLock { latest = s }
         return s
+    }
+
+    /// Active-standby: the standby's mart subscribes to the active one (set up once, here);
+    /// the active reports its subscribers' lag.
+    func replicate(_ s: inout CoordinatorStatus) async throws {
+        guard let c = s.control, let m = mart, c.mode == Topology.Mode.activeStandby.rawValue else { return }
+        if c.role == "active" {
+            s.replication = try await Replication.lags(m)
+            return
+        }
+        let subscribed = try await Replication.subscriptionExists(m, site: site.name)
+        s.subscribed = subscribed
+        guard !subscribed, c.fencedReason == nil, c.phase == "normal", let activeName = c.reportingSite,
+            activeName != site.name, let active = topology.site(named: activeName)
+        else { return }
+        var config = PostgresConfiguration(conninfo: active.postgres, database: Topology.martDatabase)
+        config.connectTimeout = 3
+        config.operationTimeout = 10
+        let publisher = try await PostgresConnection.connect(config, logger: logger)
+        defer { Task { await publisher.close() } }
+        try await Replication.ensurePublication(publisher)
+        try await Replication.subscribe(m, site: site.name, publisherConninfo: active.postgres)
+        s.subscribed = true
+        logger.notice(
+            "standby mart subscribed to the active mart",
+            metadata: ["active": "\(activeName)", "standby": "\(site.name)"])
     }
 
     struct Watcher: Service {

@@ -245,6 +245,10 @@ public struct DisasterRecovery: Sendable {
             return
                 #"{"sources": "\#(failedSources.joined(separator: ","))", "idbs": "\#(failedIDBs.joined(separator: ","))"}"#
         case "promote":
+            // A standby stops subscribing to the failed active (its slot there is gone with it)
+            // and takes over the sequences replication did not carry.
+            try await Replication.detach(mart, site: survivor.name)
+            try await Replication.fixSequences(mart)
             try await mart.query(
                 "UPDATE control.deployment SET role = 'active', reporting_site = $1, updated_at = now()",
                 [survivor.name])

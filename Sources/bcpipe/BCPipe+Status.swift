@@ -37,6 +37,8 @@ extension BCPipe {
             var retired: [String] = []
             var procedure: ControlState.Procedure?
             var journal: [ControlState.JournalEntry] = []
+            /// This mart's subscribers as its server reports them (active-standby).
+            var replication: [Replication.SubscriberLag] = []
             var databases: [String]
             var extractorCompleteThrough: String?
             var extractorCycles: Int64?
@@ -119,6 +121,7 @@ extension BCPipe {
                     status.retired = control.retiredSites + control.retiredSources + control.retiredIDBs
                     status.procedure = control.procedure
                     status.journal = control.journal
+                    status.replication = try await Replication.lags(conn)
                     if let e = try await conn.query("SELECT complete_through, cycles FROM control.extractor").first {
                         status.extractorCompleteThrough = e[0]
                         status.extractorCycles = try e.decode(1, as: Int64.self)
@@ -160,6 +163,11 @@ extension BCPipe {
                         "  \(s.name): reachable, \(coordinator), mart \(s.role ?? "?"), phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
                     )
                     if let f = s.fenced { print("    FENCED: \(f)") }
+                    for r in s.replication {
+                        print(
+                            "    replication to \(r.subscription): \(r.state), lag \(r.replayLagSeconds.map { String(format: "%.3f s", $0) } ?? "-"), \(r.bytesBehind ?? 0) bytes behind"
+                        )
+                    }
                     if !s.retired.isEmpty { print("    retired: \(s.retired.joined(separator: ", "))") }
                     for src in s.sources {
                         print(

@@ -67,6 +67,20 @@ struct DisasterRecoveryTests {
             try await Self.martEvents(lab, site: "site1").events.count >= 2900
         }
         let survivorView = lab.topologyPath(site: "site2")
+        if mode == .activeStandby {
+            // The standby mart replicates the active one (logical replication, set up by site2's coordinator).
+            try await CollectorTests.waitUntil("site2's standby mart matches site1's", timeout: 60) {
+                let (e1, i1) = try await Self.martEvents(lab, site: "site1")
+                let (e2, i2) = try await Self.martEvents(lab, site: "site2")
+                return e1.count == e2.count && i1 == i2 && e1.count >= 2900
+            }
+            let s = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+            let j = try JSONSerialization.jsonObject(with: Data(s.text.utf8)) as? [String: Any]
+            let site1 = (j?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site1" }
+            let replication = site1?["replication"] as? [[String: Any]] ?? []
+            #expect(replication.first?["subscription"] as? String == "bcpipe_site2", "\(s.text)")
+            #expect(replication.first?["state"] as? String == "streaming")
+        }
 
         // The safety rules, each refused with exit 3 and the rule named; nothing changes.
         var out = try Self.bcpipe(["dr", "declare", "--failed-site", "site1", "--config", survivorView])

@@ -1,0 +1,102 @@
+import Foundation
+import PostgresClient
+import Topology
+
+/// Active-standby: the standby mart is a PostgreSQL logical-replication subscriber of the active
+/// one (the role GoldenGate plays for Info Mart). The publication carries the mart and the
+/// extraction state (watermarks, completeness, gaps, holds) so a promoted standby extracts on from
+/// where the active stopped; each site keeps its own deployment row, procedures and journal.
+public enum Replication {
+    public static let publication = "bcpipe_mart"
+
+    /// The tables published (`mart.dim_media` is static, written by the migration on every mart).
+    public static let tables = [
+        "mart.event", "mart.dim_date", "mart.dim_queue", "mart.dim_agent", "mart.fact_interaction",
+        "mart.fact_queue_offer", "mart.fact_agent_state", "mart.agg_queue_hourly", "mart.agg_agent_daily",
+        "control.watermark", "control.source_state", "control.data_gaps", "control.extractor", "control.purge_hold",
+    ]
+
+    /// Serial columns, whose sequences logical replication does not carry: set past the
+    /// replicated rows when a subscriber becomes a writer.
+    static let serials = [
+        ("mart.dim_queue", "queue_key"), ("mart.dim_agent", "agent_key"), ("control.data_gaps", "id"),
+        ("control.purge_hold", "id"),
+    ]
+
+    /// The subscription (and publisher slot) name of a subscriber site.
+    public static func subscription(of site: String) -> String {
+        "bcpipe_\(site.replacingOccurrences(of: "-", with: "_"))"
+    }
+
+    public static func ensurePublication(_ publisher: PostgresConnection) async throws {
+        let exists = try await publisher.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [publication])
+        if exists.isEmpty {
+            try await publisher.execute("CREATE PUBLICATION \(publication) FOR TABLE \(tables.joined(separator: ", "))")
+        }
+    }
+
+    public static func subscriptionExists(_ subscriber: PostgresConnection, site: String) async throws -> Bool {
+        !(try await subscriber.query("SELECT 1 FROM pg_subscription WHERE subname = $1", [subscription(of: site)]))
+            .isEmpty
+    }
+
+    /// Subscribes `subscriber` (the mart of `site`) to the publisher at `publisherConninfo`.
+    /// `slot`: an existing slot to start from (return to normal, `copy_data = false`); otherwise
+    /// one is created and the tables are copied first.
+    public static func subscribe(
+        _ subscriber: PostgresConnection, site: String, publisherConninfo: String, existingSlot slot: String? = nil
+    ) async throws {
+        let name = subscription(of: site)
+        let conninfo = PostgresConnection.quoteLiteral("\(publisherConninfo) dbname=mart connect_timeout=5")
+        let options =
+            slot.map { "copy_data = false, create_slot = false, slot_name = \(PostgresConnection.quoteLiteral($0))" }
+            ?? "copy_data = true"
+        try await subscriber.execute(
+            "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(publication) WITH (\(options))")
+    }
+
+    /// Detaches a subscriber whose publisher is gone (disaster recovery): the subscription is
+    /// dropped without touching the publisher's slot.
+    public static func detach(_ subscriber: PostgresConnection, site: String) async throws {
+        guard try await subscriptionExists(subscriber, site: site) else { return }
+        let name = subscription(of: site)
+        try await subscriber.execute("ALTER SUBSCRIPTION \(name) DISABLE")
+        try await subscriber.execute("ALTER SUBSCRIPTION \(name) SET (slot_name = NONE)")
+        try await subscriber.execute("DROP SUBSCRIPTION \(name)")
+    }
+
+    /// Moves every serial sequence past the rows replication brought in.
+    public static func fixSequences(_ mart: PostgresConnection) async throws {
+        for (table, column) in serials {
+            try await mart.query(
+                """
+                SELECT setval(pg_get_serial_sequence('\(table)', '\(column)'),
+                              COALESCE((SELECT max(\(column)) FROM \(table)), 0) + 1, false)
+                """)
+        }
+    }
+
+    /// What a publisher knows of its subscribers: name, state, replay lag (s) and bytes behind.
+    public struct SubscriberLag: Codable, Sendable, Equatable {
+        public var subscription: String
+        public var state: String
+        public var replayLagSeconds: Double?
+        public var bytesBehind: Int64?
+    }
+
+    public static func lags(_ publisher: PostgresConnection) async throws -> [SubscriberLag] {
+        try await publisher.query(
+            """
+            SELECT s.slot_name, COALESCE(r.state, CASE WHEN s.active THEN 'active' ELSE 'disconnected' END),
+                   extract(epoch FROM r.replay_lag)::float8,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint
+            FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+            WHERE s.slot_name LIKE 'bcpipe\\_%' ORDER BY 1
+            """
+        ).map {
+            SubscriberLag(
+                subscription: try $0.decode(0, as: String.self), state: try $0.decode(1, as: String.self),
+                replayLagSeconds: try $0.decode(2, as: Double?.self), bytesBehind: try $0.decode(3, as: Int64?.self))
+        }
+    }
+}
