@@ -75,7 +75,6 @@ public final class CoordinatorServer: @unchecked Sendable {
             }
             s.control = try await ControlState.load(mart!, journal: 20)
             s.martReachable = true
-            try await replicate(&s)
         } catch {
             s.error = "\(error)"
             if let m = mart { await m.close() }
@@ -107,6 +106,11 @@ public final class CoordinatorServer: @unchecked Sendable {
             }
             s.peers.append(p)
         }
+        do {
+            try await replicate(&s)
+        } catch {
+            s.error = "replication: \(error)"
+        }
         lock.withLock { latest = s }
         return s
     }
@@ -121,7 +125,11 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         let subscribed = try await Replication.subscriptionExists(m, site: site.name)
         s.subscribed = subscribed
-        guard !subscribed, c.fencedReason == nil, c.phase == "normal", let activeName = c.reportingSite,
+        // Only a standby that is not behind any peer's epoch subscribes by itself; a site coming
+        // back after disaster recovery is brought in by rtn start.
+        guard !subscribed, c.fencedReason == nil, c.phase == "normal",
+            s.peers.allSatisfy({ ($0.epoch ?? 0) <= c.epoch }),
+            let activeName = c.reportingSite,
             activeName != site.name, let active = topology.site(named: activeName)
         else { return }
         var config = PostgresConfiguration(conninfo: active.postgres, database: Topology.martDatabase)

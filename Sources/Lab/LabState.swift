@@ -100,8 +100,11 @@ public struct LabState: Codable, Sendable, Equatable {
                         queueDir: directory + "/var/\(name)"))
             }
         }
-        let extractors = sourceSites.enumerated().map { i, s in
-            Topology.Extractor(site: s.name, role: mode == .activeActive || i == 0 ? .active : .standby)
+        // Every site has a mart and an extractor; a site added later (a replacement) starts as a
+        // standby and comes into service through return to normal.
+        let extractors = sites.enumerated().map { i, s in
+            Topology.Extractor(
+                site: s.name, role: mode == .activeActive || (i == 0 && s.hasSources) ? .active : .standby)
         }
         var extract = Topology.ExtractSettings()
         extract.dataStuckThreshold = stuckThreshold

@@ -120,11 +120,13 @@ public actor PostgresConnection {
         try await cancellable { try self.runQuery(sql, parameters.map { $0?.postgresText }) }
     }
 
-    /// Runs one or more statements with no parameters (simple query protocol), e.g. a migration file.
-    public func execute(_ sql: String) throws {
+    /// Runs one or more statements with no parameters (simple query protocol), e.g. a migration
+    /// file or a replication command; returns the last statement's result.
+    @discardableResult
+    public func execute(_ sql: String) throws -> PostgresRows {
         let conn = try live()
         guard PQsendQuery(conn, sql) == 1 else { throw connectionError("cannot send the statement") }
-        try finishExchange(conn)
+        return try finishExchange(conn)
     }
 
     /// Runs `body` on the connection's executor, with the connection isolated (for a sequence of

@@ -2,6 +2,7 @@ import ArgumentParser
 import Coordinator
 import Foundation
 import Logging
+import PostgresClient
 import Topology
 
 extension BCPipe {
@@ -60,6 +61,91 @@ extension BCPipe.DR {
                 // Each step as it happens, unbuffered even through a pipe or a file.
                 say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
             _ = try await dr.run()
+        }
+    }
+}
+
+extension BCPipe {
+    /// `bcpipe rtn start | status`
+    struct RTN: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rtn", abstract: "Return to normal operation (CONTRACT 6.5).",
+            subcommands: [Start.self, StatusCommand.self])
+    }
+}
+
+extension BCPipe.RTN {
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Bring a recovered or replacement site back into service; resumable, each step journaled.")
+        @OptionGroup var topologyOptions: TopologyOptions
+        @Option(help: "The recovered or replacement site.") var site: String
+        @Option(help: "The site whose mart reports after return to normal (now: the survivor).") var active: String
+        @Flag(help: "Check the rules and print the steps without changing anything.") var dryRun = false
+
+        func run() async throws {
+            let topology = try topologyOptions.load()
+            let rtn = ReturnToNormal(
+                topology: topology, site: site, active: active, dryRun: dryRun,
+                say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
+            _ = try await rtn.run()
+        }
+    }
+
+    struct StatusCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "status", abstract: "The last return to normal: its steps, journal and replication.")
+        @OptionGroup var topologyOptions: TopologyOptions
+        @Flag(help: "Print one JSON document.") var json = false
+
+        struct Report: Codable {
+            var site: String
+            var control: ControlState
+            var replication: [Replication.SubscriberLag]
+        }
+
+        func run() async throws {
+            let topology = try topologyOptions.load()
+            var best: Report?
+            for site in topology.sites {
+                var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+                config.connectTimeout = 3
+                guard let c = try? await PostgresConnection.connect(config) else { continue }
+                if let state = try? await ControlState.load(c, journal: 50), state.fencedReason == nil,
+                    state.epoch > (best?.control.epoch ?? 0)
+                        || (state.epoch == best?.control.epoch && state.role == "active")
+                {
+                    best = Report(site: site.name, control: state, replication: (try? await Replication.lags(c)) ?? [])
+                }
+                await c.close()
+            }
+            guard let best else { throw ControlError("no mart of the topology answers") }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(best), as: UTF8.self))
+                return
+            }
+            let c = best.control
+            print(
+                "phase \(c.phase), epoch \(c.epoch), reporting mart \(c.reportingSite ?? "?")/mart (as \(best.site) reports)"
+            )
+            guard let p = c.procedure, p.kind == "rtn start" else {
+                print("no return to normal has run")
+                return
+            }
+            let total = ReturnToNormal.steps.count
+            print(
+                "rtn start \(p.target): \(p.status), \(p.stepsDone.count)/\(total) steps, started by \(p.startedBy) at \(p.startedAt)"
+            )
+            for (i, s) in ReturnToNormal.steps.enumerated() {
+                print("  \(i + 1). \(s.name): \(p.stepsDone.contains(s.name) ? "done" : "pending") — \(s.what)")
+            }
+            for r in best.replication {
+                print(
+                    "replication to \(r.subscription): \(r.state), lag \(r.replayLagSeconds.map { String(format: "%.3f s", $0) } ?? "-"), \(r.bytesBehind ?? 0) bytes behind"
+                )
+            }
         }
     }
 }

@@ -202,4 +202,102 @@ struct DisasterRecoveryTests {
         #expect(again.text.contains("already done"))
         try lab.down(remove: true)
     }
+
+    /// After a site failure and DR, return to normal with the failed site rebuilt (same name) or a
+    /// replacement site, while traffic flows: the new mart matches the reporting mart row for row
+    /// once caught up, nothing lost or doubled, then phase normal with the new site as standby.
+    @Test(arguments: ["site1", "site3"])
+    func returnToNormalWhileTrafficFlows(newSite: String) async throws {
+        let lab = try TestLab.makeLab(name: "rtn-\(newSite)")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + (newSite == "site1" ? 1500 : 1600)
+        o.stuckThreshold = 3600
+        try await lab.up(o)
+        var topology = try Topology.load(path: lab.topologyPath(site: "site2"))
+        var rig = ExtractorRig(
+            lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site2"))
+        let lines = try traffic(lab, count: 2000, seed: 21, start: "2026-11-21T09:00:00Z")
+        for (source, pair) in [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])] {
+            try await rig.post(lines.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
+        }
+        try lab.failSite("site1")
+        let survivorView = lab.topologyPath(site: "site2")
+        #expect(
+            try Self.bcpipe([
+                "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", survivorView,
+            ])
+            .status == 0)
+        try await lab.addSite(newSite)
+        try await lab.up(o)
+        topology = try Topology.load(path: survivorView)
+        rig = ExtractorRig(lab: lab, topology: topology, settings: rig.settings)
+
+        // Traffic keeps flowing into site2 while the mart is copied and the new site catches up.
+        let flowing = try traffic(lab, count: 3000, seed: 22, start: "2026-11-21T10:00:00Z").filter {
+            $0.contains(#""source":"site2/voice""#)
+        }
+        let feeder = Task {
+            for chunk in stride(from: 0, to: flowing.count, by: 100) {
+                try await rig.post(
+                    Array(flowing[chunk..<min(chunk + 100, flowing.count)]), to: ["site2-a"], wait: false)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let dry = try Self.bcpipe([
+            "rtn", "start", "--site", newSite, "--active", "site2", "--dry-run", "--config", survivorView,
+        ])
+        #expect(dry.status == 0 && dry.text.contains("dry run"), "\(dry.text)")
+        let rtn = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", "site2", "--config", survivorView])
+        #expect(rtn.status == 0, "\(rtn.text)")
+        #expect(rtn.text.contains("return to normal done"))
+        try await feeder.value
+        try await rig.post([], to: ["site2-a"])  // waits until site2-a has shipped everything
+
+        // Caught up: the new mart matches the reporting mart row for row.
+        let digest = """
+            SELECT (SELECT count(*) FROM mart.event), (SELECT count(DISTINCT (source, seq)) FROM mart.event),
+                   (SELECT md5(string_agg(source || seq, ',' ORDER BY source, seq)) FROM mart.event),
+                   (SELECT md5(string_agg(i::text, ',' ORDER BY source, interaction)) FROM report.interactions i),
+                   (SELECT md5(string_agg(q::text, ',' ORDER BY hour, queue, media)) FROM report.queue_hourly q)
+            """
+        func digestOf(_ site: String) async throws -> [String?] {
+            let c = try await TestLab.connect(lab, site: site, database: "mart")
+            let r = try await c.query(digest)[0]
+            await c.close()
+            return (0..<5).map { r[$0] }
+        }
+        let held = try await Self.survivorIDBEvents(lab, site: "site2", topology: topology)
+        try await CollectorTests.waitUntil("site2's mart has all the traffic", timeout: 90) {
+            Set(try await Self.martEvents(lab, site: "site2").events).isSuperset(of: held)
+        }
+        try await CollectorTests.waitUntil("\(newSite)'s mart matches site2's", timeout: 90) {
+            try await digestOf(newSite) == digestOf("site2")
+        }
+        let d = try await digestOf("site2")
+        #expect(d[0] == d[1], "no duplicates")
+
+        let status = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
+        #expect(j?["phase"] as? String == "normal", "\(status.text)")
+        #expect(j?["epoch"] as? Int == 3)
+        #expect(j?["reportingSite"] as? String == "site2")
+        let sites = j?["sites"] as? [[String: Any]] ?? []
+        let new = sites.first { $0["name"] as? String == newSite }
+        #expect(new?["role"] as? String == "standby")
+        #expect(new?["fenced"] == nil)
+        let site2 = sites.first { $0["name"] as? String == "site2" }
+        #expect((site2?["replication"] as? [[String: Any]])?.first?["subscription"] as? String == "bcpipe_\(newSite)")
+        let c = try await TestLab.connect(lab, site: "site2", database: "mart")
+        #expect(try await c.query("SELECT 1 FROM control.purge_hold WHERE released_at IS NULL").isEmpty)
+        let retired = try await c.query("SELECT name FROM control.retired WHERE kind = 'site'").map { $0[0]! }
+        // A rebuilt site1 is re-admitted; with a replacement, site1 stays retired.
+        #expect(retired == (newSite == "site1" ? [] : ["site1"]))
+        await c.close()
+        let again = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", "site2", "--config", survivorView])
+        #expect(again.status == 0 && again.text.contains("already done"), "\(again.text)")
+        let rs = try Self.bcpipe(["rtn", "status", "--config", lab.topologyPath])
+        #expect(rs.text.contains("rtn start \(newSite): done, 6/6 steps"), "\(rs.text)")
+        try lab.down(remove: true)
+    }
 }

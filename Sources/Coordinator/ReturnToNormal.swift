@@ -1,0 +1,348 @@
+import Foundation
+import PostgresClient
+import Topology
+
+/// `bcpipe rtn start` (CONTRACT 6.5): purge hold on, a consistent copy of the reporting mart to
+/// the returning site without a gap — a logical slot created with an exported snapshot, the
+/// tables dumped from that snapshot, then (active-standby) a subscription from that very slot
+/// with `copy_data = false`, or (active-active) the copied watermarks as the new extractor's
+/// start — then the site's sources, IDBs and collectors re-admitted, purge hold off, `normal`.
+/// Journaled and resumable like `dr declare`; the copy step is redone whole if interrupted.
+public struct ReturnToNormal: Sendable {
+    public var topology: Topology
+    public var site: String
+    public var active: String
+    public var dryRun: Bool
+    public var actor: String
+    public var say: @Sendable (String) -> Void
+
+    public static let steps: [(name: String, what: String)] = [
+        ("purge-hold", "hold IDB purges until the returning site has caught up"),
+        ("return-to-normal", "phase return-to-normal"),
+        ("prepare", "clear the returning site's mart and fence; it waits as a standby during the copy"),
+        ("copy", "copy the reporting mart from an exported snapshot, then follow it from the same slot"),
+        ("re-admit", "re-admit the site's sources and IDBs (its IDBs are read again from the start); new epoch"),
+        ("normal", "release the purge hold; phase normal"),
+    ]
+
+    public init(
+        topology: Topology, site: String, active: String, dryRun: Bool, actor: String = operatorIdentity(),
+        say: @escaping @Sendable (String) -> Void
+    ) {
+        self.topology = topology
+        self.site = site
+        self.active = active
+        self.dryRun = dryRun
+        self.actor = actor
+        self.say = say
+    }
+
+    static func connect(_ site: Topology.Site, _ database: String = Topology.martDatabase) async throws
+        -> PostgresConnection
+    {
+        var config = PostgresConfiguration(conninfo: site.postgres, database: database)
+        config.connectTimeout = 5
+        config.statementTimeoutMilliseconds = 600_000
+        config.applicationName = "bcpipe rtn start"
+        return try await PostgresConnection.connect(config)
+    }
+
+    public func run() async throws -> DisasterRecovery.Outcome {
+        guard let newSite = topology.site(named: site) else {
+            throw TopologyError(
+                path: "--site",
+                message: "unknown site \"\(site)\"; sites are \(topology.sites.map(\.name).joined(separator: ", "))")
+        }
+        guard let activeSite = topology.site(named: active) else {
+            throw TopologyError(path: "--active", message: "unknown site \"\(active)\"")
+        }
+        guard topology.extractors.contains(where: { $0.site == site }) else {
+            throw SafetyRefusal(
+                rule: "returning-site-has-a-mart",
+                message: "site \(site) has no extractor (and so no mart) in the topology",
+                remedy: "add `- { site: \(site), role: standby }` under extractors in the topology file")
+        }
+        let mart = try await Self.connect(activeSite)
+        defer { Task { await mart.close() } }
+        try await mart.execute("SET lock_timeout = '60s'")
+        try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
+        var state = try await ControlState.load(mart)
+        guard state.reportingSite == active, state.fencedReason == nil else {
+            throw SafetyRefusal(
+                rule: "active-is-the-reporting-mart",
+                message:
+                    "\(active)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
+                remedy: "pass --active with the site whose mart reports now (see bcpipe status)")
+        }
+        guard active != site else {
+            throw SafetyRefusal(
+                rule: "switch-over", message: "--active \(site) asks for a switch-over onto the returning site",
+                remedy:
+                    "return \(site) as the standby first (--active \(active)), then switch over with the planned switch-over runbook"
+            )
+        }
+        let procedureID: Int64
+        if let p = state.procedure, p.status == "running" {
+            guard p.kind == "rtn start", p.target == site else {
+                throw SafetyRefusal(
+                    rule: "one-procedure-at-a-time",
+                    message: "\(p.kind) \(p.target) (started by \(p.startedBy) at \(p.startedAt)) is still in progress",
+                    remedy: "finish it first (rerun it to resume); see bcpipe status")
+            }
+            say(
+                "resuming rtn start started by \(p.startedBy) at \(p.startedAt); done: \(p.stepsDone.joined(separator: ", "))"
+            )
+            procedureID = p.id
+        } else {
+            guard state.phase == "emergency" else {
+                if state.phase == "normal", let p = state.procedure, p.kind == "rtn start", p.target == site {
+                    let message = "already done: \(site) returned by \(p.startedBy) at \(p.startedAt); phase normal"
+                    say(message)
+                    return .alreadyDone(message)
+                }
+                throw SafetyRefusal(
+                    rule: "phase", message: "the deployment is in phase \(state.phase), not emergency",
+                    remedy: "return to normal follows disaster recovery (bcpipe dr declare)")
+            }
+            if dryRun {
+                say(
+                    "dry run: would return \(site) (as \(topology.deployment.mode == .activeActive ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
+                )
+                for (i, s) in Self.steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
+                return .dryRun
+            }
+            procedureID = try await mart.query(
+                """
+                INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
+                VALUES ('rtn start', $1, jsonb_build_object('active', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
+                """, [site, active, state.epoch, actor])[0].decode(0, as: Int64.self)
+            state = try await ControlState.load(mart)
+        }
+        let epoch = state.procedure!.epochTo
+        let done = Set(state.procedure!.stepsDone)
+        for (i, step) in Self.steps.enumerated() {
+            if done.contains(step.name) {
+                say("  \(i + 1)/\(Self.steps.count) \(step.name): already done")
+                continue
+            }
+            let started = Date()
+            say("  \(i + 1)/\(Self.steps.count) \(step.name): \(step.what) …")
+            let detail = try await perform(
+                step.name, mart: mart, newSite: newSite, activeSite: activeSite, epoch: epoch)
+            let (name, who, target) = (step.name, actor, site)
+            try await mart.transaction { c in
+                try await c.query(
+                    "UPDATE control.procedure SET steps_done = array_append(steps_done, $2) WHERE id = $1",
+                    [procedureID, name])
+                try await c.query(
+                    """
+                    INSERT INTO control.journal (epoch, actor, procedure, step, status, detail)
+                    VALUES ($1, $2, $3, $4, 'done', $5::jsonb)
+                    """, [epoch, who, "rtn start \(target)", name, detail])
+            }
+            say(
+                "  \(i + 1)/\(Self.steps.count) \(step.name): done in \(Int(Date().timeIntervalSince(started) * 1000)) ms"
+            )
+            if ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"] == "rtn-start:after:\(step.name)" {
+                kill(getpid(), SIGKILL)
+            }
+        }
+        try await mart.query(
+            "UPDATE control.procedure SET status = 'done', finished_at = now() WHERE id = $1", [procedureID])
+        say(
+            "return to normal done: \(site) is \(isActiveActive ? "active" : "the standby"), \(active)/mart reports; epoch \(epoch), phase normal"
+        )
+        return .done(epoch: epoch)
+    }
+
+    var isActiveActive: Bool { topology.deployment.mode == .activeActive }
+
+    func perform(
+        _ step: String, mart: PostgresConnection, newSite: Topology.Site, activeSite: Topology.Site, epoch: Int64
+    ) async throws -> String {
+        let reason = "rtn start \(site)"
+        switch step {
+        case "purge-hold":
+            try await mart.query(
+                """
+                INSERT INTO control.purge_hold (reason, set_by)
+                SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM control.purge_hold WHERE reason = $1 AND released_at IS NULL)
+                """, [reason, actor])
+            return #"{"hold": "\#(reason)"}"#
+        case "return-to-normal":
+            try await mart.query("UPDATE control.deployment SET phase = 'return-to-normal', updated_at = now()")
+            return #"{"phase": "return-to-normal"}"#
+        case "prepare":
+            let target = try await Self.connect(newSite)
+            defer { Task { await target.close() } }
+            for r in try await target.query("SELECT subname FROM pg_subscription") {
+                let name = r[0]!
+                try await target.execute("ALTER SUBSCRIPTION \(name) DISABLE")
+                try await target.execute("ALTER SUBSCRIPTION \(name) SET (slot_name = NONE)")
+                try await target.execute("DROP SUBSCRIPTION \(name)")
+            }
+            // Slots a recovered server kept for subscribers of its old life would hold WAL forever.
+            try await target.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bcpipe\\_%' AND NOT active"
+            )
+            try await target.query(
+                """
+                UPDATE control.deployment SET site = $1, epoch = $2, phase = 'return-to-normal', role = 'standby',
+                    reporting_site = $3, fenced_reason = NULL, fenced_epoch = NULL, mode = $4, updated_at = now()
+                """, [site, epoch, active, topology.deployment.mode.rawValue])
+            try await target.execute(
+                "DELETE FROM control.retired; DELETE FROM control.procedure WHERE status = 'running'")
+            return #"{"site": "\#(site)", "role": "standby"}"#
+        case "copy":
+            return try await copy(newSite: newSite, activeSite: activeSite)
+        case "re-admit":
+            let failedSources = topology.sources.filter { $0.site == site }.map(\.name)
+            let siteIDBs = topology.collectors.filter { $0.idb.site == site }
+            // Both marts (in active-standby the standby gets the replicated tables anyway).
+            let target = try await Self.connect(newSite)
+            defer { Task { await target.close() } }
+            for (c, isReporting) in [(mart, true), (target, false)] {
+                try await c.transaction { c in
+                    // The new epoch: an extractor cycle that started before this commits nothing.
+                    try await c.query("UPDATE control.deployment SET epoch = GREATEST(epoch, $1)", [epoch])
+                    try await c.query(
+                        "DELETE FROM control.retired WHERE (kind = 'site' AND name = $1) OR (kind = 'source' AND name = ANY($2::text[])) OR (kind = 'idb' AND name LIKE $1 || '/%')",
+                        [site, "{" + failedSources.joined(separator: ",") + "}"])
+                    if isReporting || isActiveActive {
+                        try await c.query(
+                            "UPDATE control.source_state SET state = 'current', last_advanced_at = now(), updated_at = now() WHERE source = ANY($1::text[])",
+                            ["{" + failedSources.joined(separator: ",") + "}"])
+                        // Its IDBs may be new servers: read them again from the start (the merge
+                        // by (source, seq) takes each event once).
+                        for i in siteIDBs {
+                            try await c.query(
+                                "DELETE FROM control.watermark WHERE idb_site = $1 AND idb_database = $2",
+                                [i.idb.site, i.idb.database])
+                        }
+                    }
+                }
+            }
+            try await target.query(
+                "UPDATE control.deployment SET role = $1", [isActiveActive ? "active" : "standby"])
+            // Fences in the surviving IDBs are released.
+            var released: [String] = []
+            for c in topology.collectors where c.idb.site != site {
+                guard let s = topology.site(named: c.idb.site) else { continue }
+                guard let idb = try? await Self.connect(s, c.idb.database) else { continue }
+                try await idb.query(
+                    "UPDATE idb.fence SET released_at = now() WHERE failed_site = $1 AND released_at IS NULL", [site])
+                await idb.close()
+                released.append("\(c.idb.site)/\(c.idb.database)")
+            }
+            return
+                #"{"sources": "\#(failedSources.joined(separator: ","))", "fences_released": "\#(released.joined(separator: ","))"}"#
+        case "normal":
+            try await mart.query(
+                "UPDATE control.purge_hold SET released_at = now() WHERE reason = $1 AND released_at IS NULL", [reason])
+            try await mart.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
+            let target = try await Self.connect(newSite)
+            try await target.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
+            await target.close()
+            return #"{"phase": "normal"}"#
+        default:
+            throw ControlError("unknown step \(step)")
+        }
+    }
+
+    /// The gap-free copy: slot + exported snapshot on the reporting mart, each published table
+    /// dumped from that snapshot into the returning mart, then replication from the slot.
+    func copy(newSite: Topology.Site, activeSite: Topology.Site) async throws -> String {
+        let slot = Replication.subscription(of: site)
+        let target = try await Self.connect(newSite)
+        defer { Task { await target.close() } }
+        let source = try await Self.connect(activeSite)
+        defer { Task { await source.close() } }
+        // Redone whole when interrupted: no subscription or slot of an earlier attempt survives.
+        if try await Replication.subscriptionExists(target, site: site) {
+            try await target.execute("DROP SUBSCRIPTION \(slot)")
+        }
+        try await source.query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+            [slot])
+        try await Replication.ensurePublication(source)
+        try await target.execute("TRUNCATE \(Replication.tables.joined(separator: ", "))")
+        // Progress and time left by table size (bytes of heap): cheap to know, and what the copy costs.
+        var sizes: [String: Double] = [:]
+        for table in Replication.tables {
+            sizes[table] = try await source.query("SELECT pg_relation_size($1::regclass)::float8", [table])[0].decode(
+                0, as: Double.self)
+        }
+        let totalBytes = max(1, sizes.values.reduce(0, +))
+
+        // The replication connection exports the snapshot and must stay open while it is used.
+        var config = PostgresConfiguration(conninfo: activeSite.postgres + " replication=database", database: "mart")
+        config.connectTimeout = 5
+        config.applicationName = "bcpipe rtn start"
+        let replication = try await PostgresConnection.connect(config)
+        let created = try await replication.execute("CREATE_REPLICATION_SLOT \(slot) LOGICAL pgoutput EXPORT_SNAPSHOT")
+        guard let snapshot = created.first?[2] else { throw ControlError("the slot did not export a snapshot") }
+        say("    slot \(slot) at \(created.first?[1] ?? "?"), snapshot \(snapshot)")
+        let started = Date()
+        var copiedBytes = 0.0
+        let bin = try Self.pgBin()
+        for (i, table) in Replication.tables.enumerated() {
+            let t0 = Date()
+            let out = try Self.shell(
+                """
+                set -o pipefail
+                "$BIN/pg_dump" --dbname="$SRC" --snapshot="$SNAP" --data-only --no-owner --no-privileges --table="$TABLE" \
+                  | "$BIN/psql" -q -X -v ON_ERROR_STOP=1 --dbname="$DST"
+                """,
+                environment: [
+                    "BIN": bin, "SRC": "\(activeSite.postgres) dbname=mart", "DST": "\(newSite.postgres) dbname=mart",
+                    "SNAP": snapshot, "TABLE": table,
+                ])
+            guard out.status == 0 else {
+                await replication.close()
+                throw ControlError("copying \(table) failed: \(out.text)")
+            }
+            copiedBytes += sizes[table] ?? 0
+            let elapsed = Date().timeIntervalSince(started)
+            let left = copiedBytes > 0 ? elapsed / copiedBytes * (totalBytes - copiedBytes) : 0
+            say(
+                "    \(i + 1)/\(Replication.tables.count) \(table): \(String(format: "%.1f", (sizes[table] ?? 0) / 1_048_576)) MiB in \(Int(Date().timeIntervalSince(t0) * 1000)) ms — \(Int(copiedBytes * 100 / totalBytes))% of \(String(format: "%.1f", totalBytes / 1_048_576)) MiB, about \(Int(left.rounded())) s left"
+            )
+        }
+        await replication.close()
+        try await Replication.fixSequences(target)
+        if isActiveActive {
+            // Its own extractor goes on from the copied watermarks; the slot is not needed.
+            try await source.query("SELECT pg_drop_replication_slot($1)", [slot])
+        } else {
+            try await Replication.subscribe(
+                target, site: site, publisherConninfo: activeSite.postgres, existingSlot: slot)
+        }
+        return
+            #"{"slot": "\#(slot)", "snapshot": "\#(snapshot)", "seconds": \#(Int(Date().timeIntervalSince(started)))}"#
+    }
+
+    static func pgBin() throws -> String {
+        if let env = ProcessInfo.processInfo.environment["BCPIPE_PG_BIN"], !env.isEmpty { return env }
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init)
+            .sorted()
+        for v in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(root)/\(v)/bin/pg_dump") {
+            return "\(root)/\(v)/bin"
+        }
+        throw ControlError("pg_dump not found under \(root); install postgresql-client-15 or set BCPIPE_PG_BIN")
+    }
+
+    static func shell(_ script: String, environment: [String: String]) throws -> (status: Int32, text: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = ["-c", script]
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
