@@ -105,3 +105,46 @@ public func operatorIdentity() -> String {
     let who = env["BCPIPE_OPERATOR"] ?? env["USER"] ?? env["LOGNAME"] ?? "uid\(getuid())"
     return "\(who)@\(ProcessInfo.processInfo.hostName)"
 }
+
+extension ControlState {
+    /// The reporting mart's site as the marts say it now: the reporting site named by the
+    /// highest-epoch reachable mart that is not fenced (the topology's active extractor only when
+    /// no mart answers with one — after disaster recovery the topology file no longer tells).
+    public static func reportingSite(_ topology: Topology) async -> Topology.Site? {
+        var best: ControlState?
+        for site in topology.sites {
+            var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+            config.connectTimeout = 3
+            config.operationTimeout = 5
+            guard let c = try? await PostgresConnection.connect(config) else { continue }
+            if let s = try? await load(c, journal: 0), s.fencedReason == nil, s.epoch > (best?.epoch ?? 0) { best = s }
+            await c.close()
+        }
+        let name = best?.reportingSite ?? topology.extractors.first { $0.role == .active }?.site
+        return name.flatMap(topology.site(named:))
+    }
+}
+
+extension ControlState {
+    /// The sites whose marts extract now: active in their own control row and not fenced, less
+    /// the sites the highest-epoch mart retired. A mart that does not answer counts as active when
+    /// the topology says so (what it extracted is unknown, and purging must then refuse).
+    public static func activeMartSites(_ topology: Topology) async -> [String] {
+        var states: [String: ControlState] = [:]
+        for site in topology.sites {
+            var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+            config.connectTimeout = 3
+            config.operationTimeout = 5
+            guard let c = try? await PostgresConnection.connect(config) else { continue }
+            states[site.name] = try? await load(c, journal: 0)
+            await c.close()
+        }
+        let leader = states.values.filter { $0.fencedReason == nil }.max { $0.epoch < $1.epoch }
+        let retired = Set(leader?.retiredSites ?? [])
+        return topology.extractors.compactMap { e in
+            guard !retired.contains(e.site) else { return nil }
+            guard let s = states[e.site] else { return e.role == .active ? e.site : nil }
+            return s.fencedReason == nil && (s.role ?? e.role.rawValue) == "active" ? e.site : nil
+        }
+    }
+}

@@ -62,6 +62,13 @@ public struct ReturnToNormal: Sendable {
                 message: "site \(site) has no extractor (and so no mart) in the topology",
                 remedy: "add `- { site: \(site), role: standby }` under extractors in the topology file")
         }
+        guard active != site else {
+            throw SafetyRefusal(
+                rule: "switch-over", message: "--active \(site) asks for a switch-over onto the returning site",
+                remedy:
+                    "return \(site) with the survivor active first; making it the active site afterwards is a planned switch-over, which bcpipe does not carry out yet"
+            )
+        }
         let mart = try await Self.connect(activeSite)
         defer { Task { await mart.close() } }
         try await mart.execute("SET lock_timeout = '60s'")
@@ -73,13 +80,6 @@ public struct ReturnToNormal: Sendable {
                 message:
                     "\(active)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
                 remedy: "pass --active with the site whose mart reports now (see bcpipe status)")
-        }
-        guard active != site else {
-            throw SafetyRefusal(
-                rule: "switch-over", message: "--active \(site) asks for a switch-over onto the returning site",
-                remedy:
-                    "return \(site) as the standby first (--active \(active)), then switch over with the planned switch-over runbook"
-            )
         }
         let procedureID: Int64
         if let p = state.procedure, p.status == "running" {

@@ -43,9 +43,11 @@ public struct IDBPurge: Sendable {
     /// #### Errors
     /// ``SafetyRefusal`` when an active mart cannot be reached (what it extracted is unknown) or
     /// holds an unreleased purge hold.
-    public func run(olderThan: Int, dryRun: Bool) async throws -> [Result] {
+    /// `activeSites`: the marts that extract now (the control state's word after disaster
+    /// recovery); the topology's active extractors when not given.
+    public func run(olderThan: Int, dryRun: Bool, activeSites: [String]? = nil) async throws -> [Result] {
         var safe: [String: Int64] = [:]  // "site/db/source" → lowest extracted ingest id over active marts
-        let active = topology.extractors.filter { $0.role == .active }.map(\.site)
+        let active = activeSites ?? topology.extractors.filter { $0.role == .active }.map(\.site)
         var first = true
         for siteName in active {
             guard let site = topology.site(named: siteName) else { continue }

@@ -22,6 +22,8 @@ public struct LocalLab: Sendable {
         public var collectorEnvironment: [String: String] = [:]
         /// Start the active extractors (tests that drive an extractor themselves turn this off).
         public var startExtractors = true
+        /// Live traffic in events/s over all sources (0: none), from a generator at each site.
+        public var traffic: Double = 0
         public init() {}
     }
 
@@ -85,6 +87,7 @@ public struct LocalLab: Sendable {
         try startWAN(state)
         try startCollectors(state, environment: options.collectorEnvironment)
         try startCoordinators(state, environment: options.collectorEnvironment)
+        if options.traffic > 0 { try startTraffic(state, rate: options.traffic) }
         if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }
         return state
     }
@@ -105,6 +108,26 @@ public struct LocalLab: Sendable {
                     "--listen", "127.0.0.1:\(port)",
                 ],
                 log: siteDirectory(e.site) + "/extractor.log", environment: environment)
+            try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        }
+    }
+
+    /// Live traffic (bcpipe gen --post) for each site with sources, as a process of that site: a
+    /// failed site's contact center stops sending with it. Heartbeats keep idle sources advancing.
+    func startTraffic(_ state: LabState, rate: Double) throws {
+        let topology = state.topology(directory: directory, viewpoint: nil)
+        let sources = topology.sources
+        for source in sources {
+            guard let site = state.site(source.site), server(state, site).isRunning else { continue }
+            let pidFile = siteDirectory(site.name) + "/run/traffic.pid"
+            if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
+            let pid = try Processes.spawnDetached(
+                [
+                    executable, "gen", "--post", "--rate", "\(rate / Double(sources.count))", "--sources", source.name,
+                    "--duration", "31536000", "--start", "now", "--seed", "\(site.index)",
+                    "--config", topologyPath(site: site.name),
+                ],
+                log: siteDirectory(site.name) + "/traffic.log")
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
         }
     }

@@ -23,6 +23,10 @@ extension BCPipe {
             help:
                 "Time of the first event: RFC 3339, or 'now' (default: now with --post, 2026-11-21T08:00:00Z otherwise)."
         ) var start: String?
+        @Option(
+            help:
+                "Seq of each source's first event (default: with --start now, the start time in microseconds, so a later run never reuses a seq; 1 otherwise)."
+        ) var firstSeq: Int64?
         @Option(name: .customLong("batch-ms"), help: "With --post: milliseconds of traffic per request.")
         var batchMilliseconds: Int = 200
 
@@ -44,8 +48,11 @@ extension BCPipe {
                 throw ValidationError("\(n) is not a valid source name")
             }
             let startMs: Int64
+            var seq0: Int64 = 1
             switch start ?? (post ? "now" : "2026-11-21T08:00:00Z") {
-            case "now": startMs = Int64(Date().timeIntervalSince1970 * 1000)
+            case "now":
+                startMs = Int64(Date().timeIntervalSince1970 * 1000)
+                seq0 = startMs * 1000
             case let text:
                 guard let t = EventModel.Timestamp(rfc3339: text) else {
                     throw ValidationError("--start must be RFC 3339 or now")
@@ -54,7 +61,9 @@ extension BCPipe {
             }
             // About six events per interaction, agents' state changes included.
             let profile = TrafficGenerator.Profile.staffed(arrivalsPerSecond: rate / Double(names.count) / 6.0)
-            let generators = names.map { TrafficGenerator(source: $0, seed: seed, start: startMs, profile: profile) }
+            let generators = names.map {
+                TrafficGenerator(source: $0, seed: seed, start: startMs, firstSeq: firstSeq ?? seq0, profile: profile)
+            }
             let endMs = duration.map { startMs + Int64($0 * 1000) }
             var merged = MergedTraffic(generators: generators, endMs: endMs, limit: count)
             if let out {

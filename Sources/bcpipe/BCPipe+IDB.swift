@@ -1,4 +1,5 @@
 import ArgumentParser
+import Coordinator
 import Extractor
 import Foundation
 import Topology
@@ -29,7 +30,8 @@ extension BCPipe.IDBCommand {
         func run() async throws {
             let topology = try topologyOptions.load()
             let results = try await IDBPurge(topology: topology, logger: .cli).run(
-                olderThan: IDBPurge.seconds(olderThan)!, dryRun: dryRun)
+                olderThan: IDBPurge.seconds(olderThan)!, dryRun: dryRun,
+                activeSites: await ControlState.activeMartSites(topology))
             for r in results {
                 if let skipped = r.skipped {
                     print("\(r.idb): skipped, \(skipped); purge it again once it is back")

@@ -42,9 +42,14 @@ extension BCPipe.LabCommand {
             .discard
         @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int =
             25_400
+        @Option(help: "Live traffic, events/s over all sources, from a generator process at each site (0: none).")
+        var traffic: Double = 0
 
         func validate() throws {
             guard stuckThreshold >= 1 else { throw ValidationError("--stuck-threshold must be at least 1 second") }
+            guard traffic >= 0, traffic <= 100_000 else {
+                throw ValidationError("--traffic must be 0 … 100000 events/s")
+            }
         }
 
         func run() async throws {
@@ -53,6 +58,7 @@ extension BCPipe.LabCommand {
             options.stuckThreshold = stuckThreshold
             options.lateData = lateData
             options.basePort = basePort
+            options.traffic = traffic
             let lab = location.lab
             try await lab.up(options)
             for line in try lab.status() { print(line) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Coordinator
 import Foundation
 import PostgresClient
 import Topology
@@ -8,7 +9,7 @@ extension BCPipe {
     struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Read the reporting mart's views.",
-            subcommands: [Interactions.self, QueueHourly.self, AgentDaily.self, Completeness.self])
+            subcommands: [Interactions.self, QueueHourly.self, AgentDaily.self, Completeness.self, DataGaps.self])
 
         enum Format: String, ExpressibleByArgument { case table, csv, json }
 
@@ -17,13 +18,20 @@ extension BCPipe {
             @Option(help: "From this time (RFC 3339), inclusive.") var from: String?
             @Option(help: "Up to this time (RFC 3339), exclusive.") var to: String?
             @Option(help: "table, csv or json.") var format: Format = .table
-            @Option(help: "The site whose mart to read (default: the first active extractor's).") var site: String?
+            @Option(help: "The site whose mart to read (default: the reporting mart's, as the marts say).")
+            var site: String?
         }
 
         static func run(_ o: Options, view: String, timeColumn: String?, order: String) async throws {
             let topology = try o.topologyOptions.load()
-            let siteName = o.site ?? topology.extractors.first { $0.role == .active }?.site ?? topology.sites[0].name
-            guard let site = topology.site(named: siteName) else { throw ValidationError("unknown site \(siteName)") }
+            let chosen: Topology.Site?
+            if let name = o.site {
+                chosen = topology.site(named: name)
+                if chosen == nil { throw ValidationError("--site \(name): not a site of the topology") }
+            } else {
+                chosen = await ControlState.reportingSite(topology)
+            }
+            guard let site = chosen else { throw ValidationError("no reporting mart answers; pass --site") }
             var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
             config.connectTimeout = 5
             let conn = try await PostgresConnection.connect(config)
@@ -104,6 +112,14 @@ extension BCPipe.Report {
         @OptionGroup var options: BCPipe.Report.Options
         func run() async throws {
             try await BCPipe.Report.run(options, view: "agent_daily", timeColumn: "day", order: "day, agent")
+        }
+    }
+    struct DataGaps: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "data-gaps", abstract: "report.data_gaps: windows the mart knows it is missing or got late.")
+        @OptionGroup var options: BCPipe.Report.Options
+        func run() async throws {
+            try await BCPipe.Report.run(options, view: "data_gaps", timeColumn: "gap_from", order: "source, gap_from")
         }
     }
     struct Completeness: AsyncParsableCommand {
