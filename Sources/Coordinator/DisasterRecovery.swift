@@ -121,7 +121,7 @@ public struct DisasterRecovery: Sendable {
         try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
         defer { Task { try? await mart.query("SELECT pg_advisory_unlock(hashtext('bcpipe procedure'))") } }
 
-        var state = try await ControlState.load(mart)
+        let state = try await ControlState.load(mart)
         if let p = state.procedure, p.kind == "dr declare", p.target == failedSite, p.status == "done",
             state.retiredSites.contains(failedSite)
         {
@@ -130,63 +130,25 @@ public struct DisasterRecovery: Sendable {
             say(message)
             return .alreadyDone(message)
         }
-        let procedureID: Int64
-        if let p = state.procedure, p.status == "running" {
-            guard p.kind == "dr declare", p.target == failedSite else {
-                throw SafetyRefusal(
-                    rule: "one-procedure-at-a-time",
-                    message: "\(p.kind) \(p.target) (started by \(p.startedBy) at \(p.startedAt)) is still in progress",
-                    remedy: "finish it first (rerun it to resume); see bcpipe status")
-            }
-            say(
-                "resuming dr declare started by \(p.startedBy) at \(p.startedAt); done: \(p.stepsDone.joined(separator: ", "))"
-            )
-            procedureID = p.id
-        } else {
-            if state.phase != "normal" {
+        let runner = ProcedureSteps(
+            mart: mart, kind: "dr declare", target: failedSite, actor: actor, steps: Self.steps, say: say)
+        let (failedName, survivorName, epochNow, who) = (failedSite, survivor.name, state.epoch, actor)
+        let procedure = try await runner.begin(state) {
+            guard state.phase == "normal" else {
                 throw SafetyRefusal(
                     rule: "phase", message: "the deployment is in phase \(state.phase), not normal",
                     remedy: "a site can be declared failed from normal operation; return to normal first")
             }
-            procedureID = try await mart.query(
+            return try await mart.query(
                 """
                 INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
                 VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
-                """, [failedSite, survivor.name, state.epoch, actor])[0].decode(0, as: Int64.self)
-            state = try await ControlState.load(mart)
+                """, [failedName, survivorName, epochNow, who])[0].decode(0, as: Int64.self)
         }
-        let epoch = state.procedure!.epochTo
-        let done = Set(state.procedure!.stepsDone)
-        for (i, step) in Self.steps.enumerated() {
-            if done.contains(step.name) {
-                say("  \(i + 1)/\(Self.steps.count) \(step.name): already done")
-                continue
-            }
-            let started = Date()
-            let detail = try await perform(step.name, mart: mart, survivor: survivor, epoch: epoch)
-            let name = step.name
-            let who = actor
-            let target = failedSite
-            try await mart.transaction { c in
-                try await c.query(
-                    "UPDATE control.procedure SET steps_done = array_append(steps_done, $2) WHERE id = $1",
-                    [procedureID, name])
-                try await c.query(
-                    """
-                    INSERT INTO control.journal (epoch, actor, procedure, step, status, detail)
-                    VALUES ($1, $2, $3, $4, 'done', $5::jsonb)
-                    """, [epoch, who, "dr declare \(target)", name, detail])
-            }
-            say(
-                "  \(i + 1)/\(Self.steps.count) \(step.name): \(step.what) — done in \(Int(Date().timeIntervalSince(started) * 1000)) ms"
-            )
-            // A fault-injection point for the tests: the command dies here as if killed.
-            if ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"] == "dr-declare:after:\(step.name)" {
-                kill(getpid(), SIGKILL)
-            }
+        let epoch = procedure.epochTo
+        try await runner.run(procedure) { step in
+            try await perform(step, mart: mart, survivor: survivor, epoch: epoch)
         }
-        try await mart.query(
-            "UPDATE control.procedure SET status = 'done', finished_at = now() WHERE id = $1", [procedureID])
         say("disaster recovery done: epoch \(epoch), reporting mart \(survivor.name)/mart, phase emergency")
         return .done(epoch: epoch)
     }

@@ -73,7 +73,7 @@ public struct ReturnToNormal: Sendable {
         defer { Task { await mart.close() } }
         try await mart.execute("SET lock_timeout = '60s'")
         try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
-        var state = try await ControlState.load(mart)
+        let state = try await ControlState.load(mart)
         guard state.reportingSite == active, state.fencedReason == nil else {
             throw SafetyRefusal(
                 rule: "active-is-the-reporting-mart",
@@ -81,19 +81,9 @@ public struct ReturnToNormal: Sendable {
                     "\(active)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
                 remedy: "pass --active with the site whose mart reports now (see bcpipe status)")
         }
-        let procedureID: Int64
-        if let p = state.procedure, p.status == "running" {
-            guard p.kind == "rtn start", p.target == site else {
-                throw SafetyRefusal(
-                    rule: "one-procedure-at-a-time",
-                    message: "\(p.kind) \(p.target) (started by \(p.startedBy) at \(p.startedAt)) is still in progress",
-                    remedy: "finish it first (rerun it to resume); see bcpipe status")
-            }
-            say(
-                "resuming rtn start started by \(p.startedBy) at \(p.startedAt); done: \(p.stepsDone.joined(separator: ", "))"
-            )
-            procedureID = p.id
-        } else {
+        let runner = ProcedureSteps(
+            mart: mart, kind: "rtn start", target: site, actor: actor, steps: Self.steps, say: say)
+        if state.procedure?.status != "running" {
             guard state.phase == "emergency" else {
                 if state.phase == "normal", let p = state.procedure, p.kind == "rtn start", p.target == site {
                     let message = "already done: \(site) returned by \(p.startedBy) at \(p.startedAt); phase normal"
@@ -106,49 +96,24 @@ public struct ReturnToNormal: Sendable {
             }
             if dryRun {
                 say(
-                    "dry run: would return \(site) (as \(topology.deployment.mode == .activeActive ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
+                    "dry run: would return \(site) (as \(isActiveActive ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
                 )
                 for (i, s) in Self.steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
                 return .dryRun
             }
-            procedureID = try await mart.query(
+        }
+        let (returning, activeName, epochNow, who) = (site, active, state.epoch, actor)
+        let procedure = try await runner.begin(state) {
+            try await mart.query(
                 """
                 INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
                 VALUES ('rtn start', $1, jsonb_build_object('active', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
-                """, [site, active, state.epoch, actor])[0].decode(0, as: Int64.self)
-            state = try await ControlState.load(mart)
+                """, [returning, activeName, epochNow, who])[0].decode(0, as: Int64.self)
         }
-        let epoch = state.procedure!.epochTo
-        let done = Set(state.procedure!.stepsDone)
-        for (i, step) in Self.steps.enumerated() {
-            if done.contains(step.name) {
-                say("  \(i + 1)/\(Self.steps.count) \(step.name): already done")
-                continue
-            }
-            let started = Date()
-            say("  \(i + 1)/\(Self.steps.count) \(step.name): \(step.what) …")
-            let detail = try await perform(
-                step.name, mart: mart, newSite: newSite, activeSite: activeSite, epoch: epoch)
-            let (name, who, target) = (step.name, actor, site)
-            try await mart.transaction { c in
-                try await c.query(
-                    "UPDATE control.procedure SET steps_done = array_append(steps_done, $2) WHERE id = $1",
-                    [procedureID, name])
-                try await c.query(
-                    """
-                    INSERT INTO control.journal (epoch, actor, procedure, step, status, detail)
-                    VALUES ($1, $2, $3, $4, 'done', $5::jsonb)
-                    """, [epoch, who, "rtn start \(target)", name, detail])
-            }
-            say(
-                "  \(i + 1)/\(Self.steps.count) \(step.name): done in \(Int(Date().timeIntervalSince(started) * 1000)) ms"
-            )
-            if ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"] == "rtn-start:after:\(step.name)" {
-                kill(getpid(), SIGKILL)
-            }
+        let epoch = procedure.epochTo
+        try await runner.run(procedure) { step in
+            try await perform(step, mart: mart, newSite: newSite, activeSite: activeSite, epoch: epoch)
         }
-        try await mart.query(
-            "UPDATE control.procedure SET status = 'done', finished_at = now() WHERE id = $1", [procedureID])
         say(
             "return to normal done: \(site) is \(isActiveActive ? "active" : "the standby"), \(active)/mart reports; epoch \(epoch), phase normal"
         )

@@ -268,10 +268,16 @@ struct DisasterRecoveryTests {
             return (0..<5).map { r[$0] }
         }
         let held = try await Self.survivorIDBEvents(lab, site: "site2", topology: topology)
-        try await CollectorTests.waitUntil("site2's mart has all the traffic", timeout: 90) {
-            Set(try await Self.martEvents(lab, site: "site2").events).isSuperset(of: held)
+        do {
+            try await CollectorTests.waitUntil("site2's mart has all the traffic", timeout: 180) {
+                Set(try await Self.martEvents(lab, site: "site2").events).isSuperset(of: held)
+            }
+        } catch {
+            let missing = held.subtracting(try await Self.martEvents(lab, site: "site2").events)
+            Issue.record("\(missing.count) events missing from site2's mart, e.g. \(missing.sorted().prefix(5))")
+            throw error
         }
-        try await CollectorTests.waitUntil("\(newSite)'s mart matches site2's", timeout: 90) {
+        try await CollectorTests.waitUntil("\(newSite)'s mart matches site2's", timeout: 180) {
             try await digestOf(newSite) == digestOf("site2")
         }
         let d = try await digestOf("site2")
