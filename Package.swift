@@ -104,7 +104,7 @@ let package = Package(
             name: "bcpipe-bench",
             dependencies: [
                 "PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue", "Collector", "Traffic",
-                "Topology", "Extractor",
+                "Topology", "Extractor", "Coordinator",
             ]),
 
         // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).

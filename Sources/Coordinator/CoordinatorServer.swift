@@ -96,10 +96,16 @@ public final class CoordinatorServer: @unchecked Sendable {
                 {
                     let reason =
                         "\(peer.name) declared \(site.name) failed at epoch \(o.epoch) (this site holds epoch \(mine.epoch)); nothing here writes until return to normal re-admits \(site.name)"
-                    try await m.query(
-                        "UPDATE control.deployment SET fenced_reason = $1, fenced_epoch = $2", [reason, o.epoch])
-                    s.control?.fencedReason = reason
-                    logger.error("fenced", metadata: ["reason": "\(reason)"])
+                    // Conditional in the statement itself: return to normal may have re-admitted
+                    // this site (a later epoch here) since the state above was read.
+                    let fenced = try await m.query(
+                        "UPDATE control.deployment SET fenced_reason = $1, fenced_epoch = $2 WHERE epoch < $2 AND fenced_reason IS NULL",
+                        [reason, o.epoch]
+                    ).affectedRows
+                    if fenced > 0 {
+                        s.control?.fencedReason = reason
+                        logger.error("fenced", metadata: ["reason": "\(reason)"])
+                    }
                 }
             } catch {
                 p.error = "\(error.localizedDescription)"

@@ -14,7 +14,9 @@ import ZstdCompression
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
 let only = Set(
-    (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy").split(separator: ",").map(String.init))
+    (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy,queue,collector,extractor,dr").split(
+        separator: ","
+    ).map(String.init))
 let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-bench-\(getpid())").path
 try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: workDir) }
@@ -217,4 +219,11 @@ if only.contains("extractor") {
     print("")
     let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 200
     try await benchExtractor(events: eventCount, workDir: workDir, basePort: basePort)
+}
+
+// 7. Disaster recovery on the lab.
+if only.contains("dr") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 300
+    try await benchDisasterRecovery(workDir: workDir, basePort: basePort)
 }
