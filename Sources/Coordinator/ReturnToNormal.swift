@@ -16,14 +16,25 @@ public struct ReturnToNormal: Sendable {
     public var actor: String
     public var say: @Sendable (String) -> Void
 
-    public static let steps: [(name: String, what: String)] = [
-        ("purge-hold", "hold IDB purges until the returning site has caught up"),
-        ("return-to-normal", "phase return-to-normal"),
-        ("prepare", "clear the returning site's mart and fence; it waits as a standby during the copy"),
-        ("copy", "copy the reporting mart from an exported snapshot, then follow it from the same slot"),
-        ("re-admit", "re-admit the site's sources and IDBs (its IDBs are read again from the start); new epoch"),
-        ("normal", "release the purge hold; phase normal"),
-    ]
+    /// The steps; with a switch-over (`--active` the returning site, active-standby) one more.
+    public static func steps(switchOver: Bool) -> [(name: String, what: String)] {
+        var steps = [
+            ("purge-hold", "hold IDB purges until the returning site has caught up"),
+            ("return-to-normal", "phase return-to-normal"),
+            ("prepare", "clear the returning site's mart and fence; it waits as a standby during the copy"),
+            ("copy", "copy the reporting mart from an exported snapshot, then follow it from the same slot"),
+            ("re-admit", "re-admit the site's sources and IDBs (its IDBs are read again from the start); new epoch"),
+        ]
+        if switchOver {
+            steps.append(
+                (
+                    "switch-over",
+                    "the reporting site stops writing, the returning mart catches up and becomes the active one; the old one follows it"
+                ))
+        }
+        steps.append(("normal", "release the purge hold; phase normal"))
+        return steps
+    }
 
     public init(
         topology: Topology, site: String, active: String, dryRun: Bool, actor: String = operatorIdentity(),
@@ -62,27 +73,50 @@ public struct ReturnToNormal: Sendable {
                 message: "site \(site) has no extractor (and so no mart) in the topology",
                 remedy: "add `- { site: \(site), role: standby }` under extractors in the topology file")
         }
-        guard active != site else {
+        let switchOver = active == site
+        if switchOver && isActiveActive {
             throw SafetyRefusal(
-                rule: "switch-over", message: "--active \(site) asks for a switch-over onto the returning site",
-                remedy:
-                    "return \(site) with the survivor active first; making it the active site afterwards is a planned switch-over, which bcpipe does not carry out yet"
-            )
+                rule: "switch-over", message: "active-active has no switch-over: every site's mart is active",
+                remedy: "pass --active with the site whose mart reports now")
         }
-        let mart = try await Self.connect(activeSite)
+        // The mart that reports now: the copy's source, where the procedure is journaled.
+        let current: Topology.Site
+        if switchOver {
+            guard let r = await ControlState.reportingSite(topology) else {
+                throw ControlError("no reporting mart answers; it is the copy's source")
+            }
+            if r.name == site {
+                // Done before: the returning site reports already.
+                let c = try await Self.connect(newSite)
+                let state = try await ControlState.load(c, journal: 0)
+                await c.close()
+                if state.phase == "normal", state.role == "active" {
+                    let message =
+                        "already done: \(site) is the active site and reports; phase normal, epoch \(state.epoch)"
+                    say(message)
+                    return .alreadyDone(message)
+                }
+                throw ControlError("\(site)'s mart reports but is in phase \(state.phase); see bcpipe status")
+            }
+            current = r
+        } else {
+            current = activeSite
+        }
+        let steps = Self.steps(switchOver: switchOver)
+        let mart = try await Self.connect(current)
         defer { Task { await mart.close() } }
         try await mart.execute("SET lock_timeout = '60s'")
         try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
         let state = try await ControlState.load(mart)
-        guard state.reportingSite == active, state.fencedReason == nil else {
+        guard state.reportingSite == current.name, state.fencedReason == nil else {
             throw SafetyRefusal(
                 rule: "active-is-the-reporting-mart",
                 message:
-                    "\(active)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
+                    "\(current.name)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
                 remedy: "pass --active with the site whose mart reports now (see bcpipe status)")
         }
         let runner = ProcedureSteps(
-            mart: mart, kind: "rtn start", target: site, actor: actor, steps: Self.steps, say: say)
+            mart: mart, kind: "rtn start", target: site, actor: actor, steps: steps, say: say)
         if state.procedure?.status != "running" {
             guard state.phase == "emergency" else {
                 if state.phase == "normal", let p = state.procedure, p.kind == "rtn start", p.target == site {
@@ -96,9 +130,9 @@ public struct ReturnToNormal: Sendable {
             }
             if dryRun {
                 say(
-                    "dry run: would return \(site) (as \(isActiveActive ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
+                    "dry run: would return \(site) (as \(isActiveActive || switchOver ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
                 )
-                for (i, s) in Self.steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
+                for (i, s) in steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
                 return .dryRun
             }
         }
@@ -112,10 +146,10 @@ public struct ReturnToNormal: Sendable {
         }
         let epoch = procedure.epochTo
         try await runner.run(procedure) { step in
-            try await perform(step, mart: mart, newSite: newSite, activeSite: activeSite, epoch: epoch)
+            try await perform(step, mart: mart, newSite: newSite, activeSite: current, epoch: epoch)
         }
         say(
-            "return to normal done: \(site) is \(isActiveActive ? "active" : "the standby"), \(active)/mart reports; epoch \(epoch), phase normal"
+            "return to normal done: \(site) is \(isActiveActive || switchOver ? "active" : "the standby"), \(active)/mart reports; epoch \(epoch), phase normal"
         )
         return .done(epoch: epoch)
     }
@@ -201,13 +235,18 @@ public struct ReturnToNormal: Sendable {
             }
             return
                 #"{"sources": "\#(failedSources.joined(separator: ","))", "fences_released": "\#(released.joined(separator: ","))"}"#
+        case "switch-over":
+            return try await switchOver(mart: mart, newSite: newSite, oldSite: activeSite)
         case "normal":
-            try await mart.query(
+            let target = try await Self.connect(newSite)
+            defer { Task { await target.close() } }
+            // The hold is released where the replicated tables are written now (the new active
+            // after a switch-over).
+            let writer = active == site ? target : mart
+            try await writer.query(
                 "UPDATE control.purge_hold SET released_at = now() WHERE reason = $1 AND released_at IS NULL", [reason])
             try await mart.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
-            let target = try await Self.connect(newSite)
             try await target.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
-            await target.close()
             return #"{"phase": "normal"}"#
         default:
             throw ControlError("unknown step \(step)")
@@ -284,6 +323,60 @@ public struct ReturnToNormal: Sendable {
         }
         return
             #"{"slot": "\#(slot)", "snapshot": "\#(snapshot)", "seconds": \#(Int(Date().timeIntervalSince(started)))}"#
+    }
+
+    /// Active-standby switch-over onto the returning site, which already follows the old active:
+    /// the old active stops writing (its extractor's in-flight cycle finishes first: the role
+    /// update waits for the control row it holds), a marker written after that is awaited on the
+    /// new site (so it has everything), the new site stops subscribing and takes over the
+    /// sequences, the old one subscribes to it from a slot made before the new one writes, and the
+    /// roles and reporting site flip.
+    func switchOver(mart old: PostgresConnection, newSite: Topology.Site, oldSite: Topology.Site) async throws -> String
+    {
+        let target = try await Self.connect(newSite)
+        defer { Task { await target.close() } }
+        if try await Replication.subscriptionExists(target, site: site) {
+            try await old.query("UPDATE control.deployment SET role = 'standby', updated_at = now()")
+            let marker = try await old.query(
+                """
+                INSERT INTO control.extractor (site, epoch, complete_through, cycles) VALUES ($1, 0, NULL, 0)
+                ON CONFLICT (site) DO UPDATE SET updated_at = clock_timestamp() RETURNING updated_at::text
+                """, ["switch-over marker"])[0][0]!
+            let deadline = Date().addingTimeInterval(300)
+            while true {
+                let seen = try await target.query(
+                    "SELECT updated_at::text FROM control.extractor WHERE site = 'switch-over marker'"
+                ).first?[0]
+                if seen == marker { break }
+                guard Date() < deadline else {
+                    throw ControlError(
+                        "\(site) did not catch up with \(oldSite.name) within 300 s; run rtn start again to resume")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await target.execute("DROP SUBSCRIPTION \(Replication.subscription(of: site))")
+        }
+        try await Replication.fixSequences(target)
+        try await Replication.ensurePublication(target)
+        if try await !Replication.subscriptionExists(old, site: oldSite.name) {
+            // Both marts hold the same rows now: follow from here, no copy.
+            try await old.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                [Replication.subscription(of: oldSite.name)])
+            let name = Replication.subscription(of: oldSite.name)
+            let conninfo = PostgresConnection.quoteLiteral("\(newSite.postgres) dbname=mart connect_timeout=5")
+            _ = try await target.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                [name])
+            try await old.execute(
+                "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(Replication.publication) WITH (copy_data = false)"
+            )
+        }
+        try await target.query("DELETE FROM control.extractor WHERE site = 'switch-over marker'")  // replicated to the old one
+        try await target.query(
+            "UPDATE control.deployment SET role = 'active', reporting_site = $1, updated_at = now()", [site])
+        try await old.query("UPDATE control.deployment SET reporting_site = $1, updated_at = now()", [site])
+        return #"{"active": "\#(site)", "standby": "\#(oldSite.name)"}"#
     }
 
     static func pgBin() throws -> String {

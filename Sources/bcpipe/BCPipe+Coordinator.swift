@@ -111,9 +111,17 @@ extension BCPipe.RTN {
                 var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
                 config.connectTimeout = 3
                 guard let c = try? await PostgresConnection.connect(config) else { continue }
+                // The mart that journaled the latest return to normal (after a switch-over that is
+                // the old active, now the standby), else the highest-epoch one.
+                func rank(_ s: ControlState) -> [String] {
+                    let rtn = s.procedure?.kind == "rtn start"
+                    return [rtn ? "1" : "0", rtn ? s.procedure!.startedAt : "", String(format: "%020lld", s.epoch)]
+                }
                 if let state = try? await ControlState.load(c, journal: 50), state.fencedReason == nil,
-                    state.epoch > (best?.control.epoch ?? 0)
-                        || (state.epoch == best?.control.epoch && state.role == "active")
+                    best.map({
+                        rank(state).lexicographicallyPrecedes(rank($0.control)) == false
+                            && rank(state) != rank($0.control)
+                    }) ?? true
                 {
                     best = Report(site: site.name, control: state, replication: (try? await Replication.lags(c)) ?? [])
                 }
@@ -134,11 +142,16 @@ extension BCPipe.RTN {
                 print("no return to normal has run")
                 return
             }
-            let total = ReturnToNormal.steps.count
+            let steps = ReturnToNormal.steps(
+                switchOver: p.stepsDone.contains("switch-over")
+                    || c.reportingSite == p.target && !p.stepsDone.isEmpty
+                        && topology.deployment.mode == .activeStandby
+            )
+            let total = steps.count
             print(
                 "rtn start \(p.target): \(p.status), \(p.stepsDone.count)/\(total) steps, started by \(p.startedBy) at \(p.startedAt)"
             )
-            for (i, s) in ReturnToNormal.steps.enumerated() {
+            for (i, s) in steps.enumerated() {
                 print("  \(i + 1). \(s.name): \(p.stepsDone.contains(s.name) ? "done" : "pending") — \(s.what)")
             }
             for r in best.replication {

@@ -206,12 +206,17 @@ struct DisasterRecoveryTests {
     /// After a site failure and DR, return to normal with the failed site rebuilt (same name) or a
     /// replacement site, while traffic flows: the new mart matches the reporting mart row for row
     /// once caught up, nothing lost or doubled, then phase normal with the new site as standby.
-    @Test(arguments: ["site1", "site3"])
-    func returnToNormalWhileTrafficFlows(newSite: String) async throws {
-        let lab = try TestLab.makeLab(name: "rtn-\(newSite)")
+    /// With `site1+switch`, the rebuilt site1 becomes the active site (a switch-over).
+    @Test(arguments: ["site1", "site3", "site1+switch"])
+    func returnToNormalWhileTrafficFlows(argument: String) async throws {
+        let newSite = String(argument.prefix { $0 != "+" })
+        let switchOver = argument.hasSuffix("+switch")
+        let active = switchOver ? newSite : "site2"
+        let standby = switchOver ? "site2" : newSite
+        let lab = try TestLab.makeLab(name: "rtn-\(newSite)\(switchOver ? "-switch" : "")")
         TestLab.registerCleanup(lab)
         var o = LocalLab.Options()
-        o.basePort = TestLab.basePort + (newSite == "site1" ? 1500 : 1600)
+        o.basePort = TestLab.basePort + (switchOver ? 2500 : newSite == "site1" ? 1500 : 1600)
         o.stuckThreshold = 3600
         try await lab.up(o)
         var topology = try Topology.load(path: lab.topologyPath(site: "site2"))
@@ -245,10 +250,10 @@ struct DisasterRecoveryTests {
             }
         }
         let dry = try Self.bcpipe([
-            "rtn", "start", "--site", newSite, "--active", "site2", "--dry-run", "--config", survivorView,
+            "rtn", "start", "--site", newSite, "--active", active, "--dry-run", "--config", survivorView,
         ])
         #expect(dry.status == 0 && dry.text.contains("dry run"), "\(dry.text)")
-        let rtn = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", "site2", "--config", survivorView])
+        let rtn = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", active, "--config", survivorView])
         #expect(rtn.status == 0, "\(rtn.text)")
         #expect(rtn.text.contains("return to normal done"))
         try await feeder.value
@@ -274,7 +279,10 @@ struct DisasterRecoveryTests {
             }
         } catch {
             let missing = held.subtracting(try await Self.martEvents(lab, site: "site2").events)
-            Issue.record("\(missing.count) events missing from site2's mart, e.g. \(missing.sorted().prefix(5))")
+            let log = (try? String(contentsOfFile: lab.directory + "/sites/site2/extractor.log", encoding: .utf8)) ?? ""
+            Issue.record(
+                "\(missing.count) events missing from site2's mart, e.g. \(missing.sorted().prefix(5)); site2's extractor log ends:\n\(log.split(separator: "\n").suffix(40).joined(separator: "\n"))"
+            )
             throw error
         }
         try await CollectorTests.waitUntil("\(newSite)'s mart matches site2's", timeout: 180) {
@@ -287,23 +295,26 @@ struct DisasterRecoveryTests {
         let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
         #expect(j?["phase"] as? String == "normal", "\(status.text)")
         #expect(j?["epoch"] as? Int == 3)
-        #expect(j?["reportingSite"] as? String == "site2")
+        #expect(j?["reportingSite"] as? String == active)
         let sites = j?["sites"] as? [[String: Any]] ?? []
         let new = sites.first { $0["name"] as? String == newSite }
-        #expect(new?["role"] as? String == "standby")
+        #expect(new?["role"] as? String == (switchOver ? "active" : "standby"))
         #expect(new?["fenced"] == nil)
-        let site2 = sites.first { $0["name"] as? String == "site2" }
-        #expect((site2?["replication"] as? [[String: Any]])?.first?["subscription"] as? String == "bcpipe_\(newSite)")
-        let c = try await TestLab.connect(lab, site: "site2", database: "mart")
+        let publisher = sites.first { $0["name"] as? String == active }
+        #expect(
+            (publisher?["replication"] as? [[String: Any]])?.first?["subscription"] as? String == "bcpipe_\(standby)",
+            "\(status.text)")
+        let c = try await TestLab.connect(lab, site: active, database: "mart")
         #expect(try await c.query("SELECT 1 FROM control.purge_hold WHERE released_at IS NULL").isEmpty)
         let retired = try await c.query("SELECT name FROM control.retired WHERE kind = 'site'").map { $0[0]! }
         // A rebuilt site1 is re-admitted; with a replacement, site1 stays retired.
         #expect(retired == (newSite == "site1" ? [] : ["site1"]))
         await c.close()
-        let again = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", "site2", "--config", survivorView])
+        let again = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", active, "--config", survivorView])
         #expect(again.status == 0 && again.text.contains("already done"), "\(again.text)")
         let rs = try Self.bcpipe(["rtn", "status", "--config", lab.topologyPath])
-        #expect(rs.text.contains("rtn start \(newSite): done, 6/6 steps"), "\(rs.text)")
+        let steps = switchOver ? "7/7" : "6/6"
+        #expect(rs.text.contains("rtn start \(newSite): done, \(steps) steps"), "\(rs.text)")
         try lab.down(remove: true)
     }
 }
