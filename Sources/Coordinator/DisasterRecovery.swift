@@ -209,8 +209,26 @@ public struct DisasterRecovery: Sendable {
         case "promote":
             // A standby stops subscribing to the failed active (its slot there is gone with it)
             // and takes over the sequences replication did not carry.
+            var rebuilt = false
+            if try await Replication.subscriptionExists(mart, site: survivor.name),
+                try await !Replication.isSynchronised(mart, site: survivor.name)
+            {
+                // Promoted before its initial copy finished: what it holds is not one consistent
+                // state, so it starts over from the surviving IDBs (the merge takes each event once).
+                try await mart.execute("ALTER SUBSCRIPTION \(Replication.subscription(of: survivor.name)) DISABLE")
+                try await mart.execute("TRUNCATE \(Replication.tables.joined(separator: ", "))")
+                for source in failedSources {  // the retire step's mark on them went with the truncation
+                    try await mart.query(
+                        "INSERT INTO control.source_state (source, site, state) VALUES ($1, $2, 'retired') ON CONFLICT (source) DO UPDATE SET state = 'retired'",
+                        [source, failedSite])
+                }
+                rebuilt = true
+            }
             try await Replication.detach(mart, site: survivor.name)
             try await Replication.fixSequences(mart)
+            if rebuilt {
+                say("    the standby had not finished its initial copy: its mart is rebuilt from the surviving IDBs")
+            }
             try await mart.query(
                 "UPDATE control.deployment SET role = 'active', reporting_site = $1, updated_at = now()",
                 [survivor.name])

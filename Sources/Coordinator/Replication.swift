@@ -55,6 +55,17 @@ public enum Replication {
             "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(publication) WITH (\(options))")
     }
 
+    /// Whether every table of the site's subscription has finished its initial copy. Until then
+    /// the tables are synchronised each on its own (a watermark may be ahead of the events it
+    /// covers), so a standby promoted then cannot trust what it holds.
+    public static func isSynchronised(_ subscriber: PostgresConnection, site: String) async throws -> Bool {
+        try await subscriber.query(
+            """
+            SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+            WHERE s.subname = $1 AND r.srsubstate NOT IN ('r', 's')
+            """, [subscription(of: site)])[0].decode(0, as: Int.self) == 0
+    }
+
     /// Detaches a subscriber whose publisher is gone (disaster recovery): the subscription is
     /// dropped without touching the publisher's slot.
     public static func detach(_ subscriber: PostgresConnection, site: String) async throws {
