@@ -111,15 +111,7 @@ extension ControlState {
     /// highest-epoch reachable mart that is not fenced (the topology's active extractor only when
     /// no mart answers with one — after disaster recovery the topology file no longer tells).
     public static func reportingSite(_ topology: Topology) async -> Topology.Site? {
-        var best: ControlState?
-        for site in topology.sites {
-            var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
-            config.connectTimeout = 3
-            config.operationTimeout = 5
-            guard let c = try? await PostgresConnection.connect(config) else { continue }
-            if let s = try? await load(c, journal: 0), s.fencedReason == nil, s.epoch > (best?.epoch ?? 0) { best = s }
-            await c.close()
-        }
+        let best = await loadAll(topology).values.filter { $0.fencedReason == nil }.max { $0.epoch < $1.epoch }
         let name = best?.reportingSite ?? topology.extractors.first { $0.role == .active }?.site
         return name.flatMap(topology.site(named:))
     }
@@ -130,6 +122,20 @@ extension ControlState {
     /// the sites the highest-epoch mart retired. A mart that does not answer counts as active when
     /// the topology says so (what it extracted is unknown, and purging must then refuse).
     public static func activeMartSites(_ topology: Topology) async -> [String] {
+        let states = await loadAll(topology)
+        let leader = states.values.filter { $0.fencedReason == nil }.max { $0.epoch < $1.epoch }
+        let retired = Set(leader?.retiredSites ?? [])
+        return topology.extractors.compactMap { e in
+            guard !retired.contains(e.site) else { return nil }
+            guard let s = states[e.site] else { return e.role == .active ? e.site : nil }
+            return s.fencedReason == nil && (s.role ?? e.role.rawValue) == "active" ? e.site : nil
+        }
+    }
+}
+
+extension ControlState {
+    /// Every mart's control state that answers within a few seconds, by site.
+    public static func loadAll(_ topology: Topology) async -> [String: ControlState] {
         var states: [String: ControlState] = [:]
         for site in topology.sites {
             var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
@@ -139,12 +145,6 @@ extension ControlState {
             states[site.name] = try? await load(c, journal: 0)
             await c.close()
         }
-        let leader = states.values.filter { $0.fencedReason == nil }.max { $0.epoch < $1.epoch }
-        let retired = Set(leader?.retiredSites ?? [])
-        return topology.extractors.compactMap { e in
-            guard !retired.contains(e.site) else { return nil }
-            guard let s = states[e.site] else { return e.role == .active ? e.site : nil }
-            return s.fencedReason == nil && (s.role ?? e.role.rawValue) == "active" ? e.site : nil
-        }
+        return states
     }
 }
