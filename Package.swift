@@ -119,12 +119,13 @@ let package = Package(
             dependencies: [
                 "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
                 "Collector",
-                "Traffic", "Extractor",
+                "Traffic", "Extractor", "Coordinator",
             ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
+                "Coordinator",
             ]),
     ],
     swiftLanguageModes: [.v6]

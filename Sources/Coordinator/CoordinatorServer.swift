@@ -133,7 +133,8 @@ public final class CoordinatorServer: @unchecked Sendable {
         s.subscribed = subscribed
         // Only a standby that is not behind any peer's epoch subscribes by itself; a site coming
         // back after disaster recovery is brought in by rtn start.
-        guard !subscribed, c.fencedReason == nil, c.phase == "normal",
+        // Nor while a procedure runs here (a switch-over subscribes the old active itself).
+        guard !subscribed, c.fencedReason == nil, c.phase == "normal", c.procedure?.status != "running",
             s.peers.allSatisfy({ ($0.epoch ?? 0) <= c.epoch }),
             let activeName = c.reportingSite,
             activeName != site.name, let active = topology.site(named: activeName)

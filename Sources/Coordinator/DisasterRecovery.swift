@@ -110,15 +110,14 @@ public struct DisasterRecovery: Sendable {
         if dryRun {
             let state = try await ControlState.load(mart)
             say(
-                "dry run: would declare \(failedSite) failed onto \(survivor.name), epoch \(state.epoch) → \(state.epoch + 1):"
+                "dry run: would declare \(failedSite) failed onto \(survivor.name), epoch \(state.epoch) → \(Epochs.next(after: state.epoch, at: survivor.name, topology)):"
             )
             for (i, s) in Self.steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
             return .dryRun
         }
 
         // One procedure at a time, carried out by one session: a second operator waits here.
-        try await mart.execute("SET lock_timeout = '60s'")
-        try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
+        try await ProcedureSteps.lock(mart, site: survivor.name)
         defer { Task { try? await mart.query("SELECT pg_advisory_unlock(hashtext('bcpipe procedure'))") } }
 
         let state = try await ControlState.load(mart)
@@ -133,7 +132,13 @@ public struct DisasterRecovery: Sendable {
         let runner = ProcedureSteps(
             mart: mart, kind: "dr declare", target: failedSite, actor: actor, steps: Self.steps, say: say)
         let (failedName, survivorName, epochNow, who) = (failedSite, survivor.name, state.epoch, actor)
+        let epochTo = Epochs.next(after: state.epoch, at: survivor.name, topology)
         let procedure = try await runner.begin(state) {
+            if let fenced = state.fencedReason {
+                throw SafetyRefusal(
+                    rule: "survivor-not-fenced", message: "\(survivorName)'s mart is fenced: \(fenced)",
+                    remedy: "a fenced site was itself declared failed; it comes back with rtn start, not dr declare")
+            }
             guard state.phase == "normal" else {
                 throw SafetyRefusal(
                     rule: "phase", message: "the deployment is in phase \(state.phase), not normal",
@@ -142,8 +147,8 @@ public struct DisasterRecovery: Sendable {
             return try await mart.query(
                 """
                 INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
-                VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
-                """, [failedName, survivorName, epochNow, who])[0].decode(0, as: Int64.self)
+                VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text), $3::bigint, $5::bigint, $4) RETURNING id
+                """, [failedName, survivorName, epochNow, who, epochTo])[0].decode(0, as: Int64.self)
         }
         let epoch = procedure.epochTo
         try await runner.run(procedure) { step in

@@ -13,6 +13,21 @@ struct ProcedureSteps: Sendable {
     var steps: [(name: String, what: String)]
     var say: @Sendable (String) -> Void
 
+    /// Takes the procedure lock of a mart for this session: one procedure at a time writes to a
+    /// mart — the one it journals to and any other it changes (a returning or switched-to mart),
+    /// so a declaration still running against that mart finishes before its control row is
+    /// rewritten. Waits up to 60 s.
+    static func lock(_ c: PostgresConnection, site: String) async throws {
+        try await c.execute("SET lock_timeout = '60s'")
+        do {
+            try await c.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
+        } catch let e as PostgresError where e.sqlState == "55P03" {
+            throw ControlError(
+                "another procedure has held \(site)'s mart for 60 s (see bcpipe status); run this again when it has finished"
+            )
+        }
+    }
+
     /// The procedure to carry out: the running one if it is this one (resumed), else a new row
     /// made by `create` (given the current state). Another running procedure is refused.
     func begin(_ state: ControlState, create: () async throws -> Int64) async throws -> ControlState.Procedure {

@@ -66,6 +66,37 @@ public enum Replication {
             """, [subscription(of: site)])[0].decode(0, as: Int.self) == 0
     }
 
+    /// What a subscriber knows of its subscription: its name and how many of its tables have
+    /// finished their initial copy (states `r` ready or `s` synchronised).
+    public struct Following: Codable, Sendable, Equatable {
+        public var subscription: String
+        public var tables: Int
+        public var synchronised: Int
+        public var enabled: Bool
+        public var description: String {
+            let copy =
+                synchronised == tables
+                ? "all \(tables) tables synchronised"
+                : "initial copy running, \(synchronised)/\(tables) tables synchronised"
+            return "following via \(subscription): \(copy)\(enabled ? "" : ", DISABLED")"
+        }
+    }
+
+    public static func following(_ subscriber: PostgresConnection) async throws -> [Following] {
+        try await subscriber.query(
+            """
+            SELECT s.subname, count(r.srrelid)::int, (count(r.srrelid) FILTER (WHERE r.srsubstate IN ('r', 's')))::int, s.subenabled
+            FROM pg_subscription s LEFT JOIN pg_subscription_rel r ON r.srsubid = s.oid
+            WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            GROUP BY s.subname, s.subenabled ORDER BY 1
+            """
+        ).map {
+            Following(
+                subscription: try $0.decode(0, as: String.self), tables: try $0.decode(1, as: Int.self),
+                synchronised: try $0.decode(2, as: Int.self), enabled: try $0.decode(3, as: Bool.self))
+        }
+    }
+
     /// Detaches a subscriber whose publisher is gone (disaster recovery): the subscription is
     /// dropped without touching the publisher's slot.
     public static func detach(_ subscriber: PostgresConnection, site: String) async throws {

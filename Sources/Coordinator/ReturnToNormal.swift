@@ -105,8 +105,7 @@ public struct ReturnToNormal: Sendable {
         let steps = Self.steps(switchOver: switchOver)
         let mart = try await Self.connect(current)
         defer { Task { await mart.close() } }
-        try await mart.execute("SET lock_timeout = '60s'")
-        try await mart.query("SELECT pg_advisory_lock(hashtext('bcpipe procedure'))")
+        try await ProcedureSteps.lock(mart, site: current.name)
         let state = try await ControlState.load(mart)
         guard state.reportingSite == current.name, state.fencedReason == nil else {
             throw SafetyRefusal(
@@ -115,6 +114,9 @@ public struct ReturnToNormal: Sendable {
                     "\(current.name)'s mart is not the reporting mart (it names \(state.reportingSite ?? "none")\(state.fencedReason.map { "; fenced: \($0)" } ?? ""))",
                 remedy: "pass --active with the site whose mart reports now (see bcpipe status)")
         }
+        // Re-admission is one new epoch; the switch-over that follows it (moving the writer) another.
+        let admitted = Epochs.next(after: state.epoch, at: current.name, topology)
+        let epochTo = switchOver ? Epochs.next(after: admitted, at: current.name, topology) : admitted
         let runner = ProcedureSteps(
             mart: mart, kind: "rtn start", target: site, actor: actor, steps: steps, say: say)
         if state.procedure?.status != "running" {
@@ -130,7 +132,7 @@ public struct ReturnToNormal: Sendable {
             }
             if dryRun {
                 say(
-                    "dry run: would return \(site) (as \(isActiveActive || switchOver ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(state.epoch + 1):"
+                    "dry run: would return \(site) (as \(isActiveActive || switchOver ? "active" : "standby")) with \(active) reporting, epoch \(state.epoch) → \(admitted)\(switchOver ? " → \(epochTo) (switch-over)" : ""):"
                 )
                 for (i, s) in steps.enumerated() { say("  \(i + 1). \(s.name): \(s.what)") }
                 return .dryRun
@@ -141,12 +143,15 @@ public struct ReturnToNormal: Sendable {
             try await mart.query(
                 """
                 INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
-                VALUES ('rtn start', $1, jsonb_build_object('active', $2::text), $3::bigint, $3::bigint + 1, $4) RETURNING id
-                """, [returning, activeName, epochNow, who])[0].decode(0, as: Int64.self)
+                VALUES ('rtn start', $1, jsonb_build_object('active', $2::text), $3::bigint, $5::bigint, $4) RETURNING id
+                """, [returning, activeName, epochNow, who, epochTo])[0].decode(0, as: Int64.self)
         }
         let epoch = procedure.epochTo
         try await runner.run(procedure) { step in
-            try await perform(step, mart: mart, newSite: newSite, activeSite: current, epoch: epoch)
+            let readmitted = switchOver ? Epochs.previous(before: epoch, topology) : epoch
+            return try await perform(
+                step, mart: mart, newSite: newSite, activeSite: current,
+                epoch: step == "switch-over" ? epoch : readmitted)
         }
         say(
             "return to normal done: \(site) is \(isActiveActive || switchOver ? "active" : "the standby"), \(active)/mart reports; epoch \(epoch), phase normal"
@@ -174,6 +179,7 @@ public struct ReturnToNormal: Sendable {
         case "prepare":
             let target = try await Self.connect(newSite)
             defer { Task { await target.close() } }
+            try await ProcedureSteps.lock(target, site: site)
             for r in try await target.query("SELECT subname FROM pg_subscription") {
                 let name = r[0]!
                 try await target.execute("ALTER SUBSCRIPTION \(name) DISABLE")
@@ -200,6 +206,7 @@ public struct ReturnToNormal: Sendable {
             // Both marts (in active-standby the standby gets the replicated tables anyway).
             let target = try await Self.connect(newSite)
             defer { Task { await target.close() } }
+            try await ProcedureSteps.lock(target, site: site)
             for (c, isReporting) in [(mart, true), (target, false)] {
                 try await c.transaction { c in
                     // The new epoch: an extractor cycle that started before this commits nothing.
@@ -236,10 +243,15 @@ public struct ReturnToNormal: Sendable {
             return
                 #"{"sources": "\#(failedSources.joined(separator: ","))", "fences_released": "\#(released.joined(separator: ","))"}"#
         case "switch-over":
-            return try await switchOver(mart: mart, newSite: newSite, oldSite: activeSite)
+            let target = try await Self.connect(newSite)
+            defer { Task { await target.close() } }
+            try await ProcedureSteps.lock(target, site: site)
+            return try await SwitchOver.switchOver(
+                old: mart, new: target, oldSite: activeSite, newSite: newSite, epoch: epoch)
         case "normal":
             let target = try await Self.connect(newSite)
             defer { Task { await target.close() } }
+            try await ProcedureSteps.lock(target, site: site)
             // The hold is released where the replicated tables are written now (the new active
             // after a switch-over).
             let writer = active == site ? target : mart
@@ -288,10 +300,10 @@ public struct ReturnToNormal: Sendable {
         say("    slot \(slot) at \(created.first?[1] ?? "?"), snapshot \(snapshot)")
         let started = Date()
         var copiedBytes = 0.0
-        let bin = try Self.pgBin()
+        let bin = try PostgresTools.binDirectory(containing: "pg_dump")
         for (i, table) in Replication.tables.enumerated() {
             let t0 = Date()
-            let out = try Self.shell(
+            let out = try PostgresTools.shell(
                 """
                 set -o pipefail
                 "$BIN/pg_dump" --dbname="$SRC" --snapshot="$SNAP" --data-only --no-owner --no-privileges --table="$TABLE" \
@@ -323,84 +335,5 @@ public struct ReturnToNormal: Sendable {
         }
         return
             #"{"slot": "\#(slot)", "snapshot": "\#(snapshot)", "seconds": \#(Int(Date().timeIntervalSince(started)))}"#
-    }
-
-    /// Active-standby switch-over onto the returning site, which already follows the old active:
-    /// the old active stops writing (its extractor's in-flight cycle finishes first: the role
-    /// update waits for the control row it holds), a marker written after that is awaited on the
-    /// new site (so it has everything), the new site stops subscribing and takes over the
-    /// sequences, the old one subscribes to it from a slot made before the new one writes, and the
-    /// roles and reporting site flip.
-    func switchOver(mart old: PostgresConnection, newSite: Topology.Site, oldSite: Topology.Site) async throws -> String
-    {
-        let target = try await Self.connect(newSite)
-        defer { Task { await target.close() } }
-        if try await Replication.subscriptionExists(target, site: site) {
-            try await old.query("UPDATE control.deployment SET role = 'standby', updated_at = now()")
-            let marker = try await old.query(
-                """
-                INSERT INTO control.extractor (site, epoch, complete_through, cycles) VALUES ($1, 0, NULL, 0)
-                ON CONFLICT (site) DO UPDATE SET updated_at = clock_timestamp() RETURNING updated_at::text
-                """, ["switch-over marker"])[0][0]!
-            let deadline = Date().addingTimeInterval(300)
-            while true {
-                let seen = try await target.query(
-                    "SELECT updated_at::text FROM control.extractor WHERE site = 'switch-over marker'"
-                ).first?[0]
-                if seen == marker { break }
-                guard Date() < deadline else {
-                    throw ControlError(
-                        "\(site) did not catch up with \(oldSite.name) within 300 s; run rtn start again to resume")
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            try await target.execute("DROP SUBSCRIPTION \(Replication.subscription(of: site))")
-        }
-        try await Replication.fixSequences(target)
-        try await Replication.ensurePublication(target)
-        if try await !Replication.subscriptionExists(old, site: oldSite.name) {
-            // Both marts hold the same rows now: follow from here, no copy.
-            try await old.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                [Replication.subscription(of: oldSite.name)])
-            let name = Replication.subscription(of: oldSite.name)
-            let conninfo = PostgresConnection.quoteLiteral("\(newSite.postgres) dbname=mart connect_timeout=5")
-            _ = try await target.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                [name])
-            try await old.execute(
-                "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(Replication.publication) WITH (copy_data = false)"
-            )
-        }
-        try await target.query("DELETE FROM control.extractor WHERE site = 'switch-over marker'")  // replicated to the old one
-        try await target.query(
-            "UPDATE control.deployment SET role = 'active', reporting_site = $1, updated_at = now()", [site])
-        try await old.query("UPDATE control.deployment SET reporting_site = $1, updated_at = now()", [site])
-        return #"{"active": "\#(site)", "standby": "\#(oldSite.name)"}"#
-    }
-
-    static func pgBin() throws -> String {
-        if let env = ProcessInfo.processInfo.environment["BCPIPE_PG_BIN"], !env.isEmpty { return env }
-        let root = "/usr/lib/postgresql"
-        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init)
-            .sorted()
-        for v in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(root)/\(v)/bin/pg_dump") {
-            return "\(root)/\(v)/bin"
-        }
-        throw ControlError("pg_dump not found under \(root); install postgresql-client-15 or set BCPIPE_PG_BIN")
-    }
-
-    static func shell(_ script: String, environment: [String: String]) throws -> (status: Int32, text: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = ["-c", script]
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

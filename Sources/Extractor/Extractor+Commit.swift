@@ -218,7 +218,7 @@ extension Extractor {
         try await c.query(
             """
             INSERT INTO control.extractor (site, epoch, complete_through, cycles) VALUES ($1, (SELECT epoch FROM control.deployment), $2, 1)
-            ON CONFLICT (site) DO UPDATE SET complete_through = EXCLUDED.complete_through,
+            ON CONFLICT (site) DO UPDATE SET epoch = EXCLUDED.epoch, complete_through = EXCLUDED.complete_through,
                 cycles = control.extractor.cycles + 1, updated_at = now()
             """, nullable: [settings.site, ts(t)])
         return result

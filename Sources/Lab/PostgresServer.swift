@@ -1,4 +1,5 @@
 import Foundation
+import PostgresClient
 
 #if canImport(Glibc)
     import Glibc
@@ -20,16 +21,7 @@ public struct PostgresServer: Sendable {
 
     /// Where initdb and pg_ctl are: `$BCPIPE_PG_BIN`, else the newest `/usr/lib/postgresql/N/bin`.
     public static func binDirectory() throws -> String {
-        if let env = ProcessInfo.processInfo.environment["BCPIPE_PG_BIN"], !env.isEmpty { return env }
-        let root = "/usr/lib/postgresql"
-        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
-            .compactMap(Int.init).sorted()
-        for v in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(root)/\(v)/bin/pg_ctl") {
-            return "\(root)/\(v)/bin"
-        }
-        throw LabError(
-            "PostgreSQL server binaries not found under \(root); install them (apt-get install postgresql-15) or set BCPIPE_PG_BIN"
-        )
+        try PostgresTools.binDirectory(containing: "pg_ctl")
     }
 
     static var runningAsRoot: Bool { geteuid() == 0 }

@@ -170,6 +170,16 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
 }
 
 /// A lab for a benchmark, with the release `bcpipe` beside this executable and quiet logs.
+/// A lab for the business-continuity figures: live traffic, no source ever stuck.
+func continuityLabOptions(basePort: Int, mode: Topology.Mode, traffic: Double) -> LocalLab.Options {
+    var options = LocalLab.Options()
+    options.basePort = basePort
+    options.mode = mode
+    options.stuckThreshold = 3600
+    options.traffic = traffic
+    return options
+}
+
 func startBenchLab(_ directory: String, _ options: LocalLab.Options) async throws -> LocalLab {
     var logger = Logger(label: "bench")
     logger.logLevel = .warning

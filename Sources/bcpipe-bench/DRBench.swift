@@ -9,11 +9,7 @@ import Topology
 /// active-standby replication lag as the publisher reports it.
 func benchDisasterRecovery(workDir: String, basePort: Int) async throws {
     for (i, mode) in [Topology.Mode.activeStandby, .activeActive].enumerated() {
-        var options = LocalLab.Options()
-        options.basePort = basePort + 100 * i
-        options.mode = mode
-        options.stuckThreshold = 3600
-        options.traffic = 1_000
+        let options = continuityLabOptions(basePort: basePort + 100 * i, mode: mode, traffic: 1_000)
         let lab = try await startBenchLab(workDir + "/dr-\(mode.rawValue)", options)
         defer { try? lab.down(remove: true) }
         let survivorView = try Topology.load(path: lab.topologyPath(site: "site2"))

@@ -9,12 +9,12 @@ import ZstdCompression
 
 // bcpipe-bench: prints throughput figures beside their baselines, measured in the same run.
 // Run it through scripts/bench (release build). Environment: BENCH_EVENTS (default 1000000),
-// BENCH_BASE_PORT (default 27700) for the labs it starts, BENCH_ONLY (parse,zstd,copy,queue,collector),
+// BENCH_BASE_PORT (default 27700) for the labs it starts, BENCH_ONLY (parse,zstd,copy,queue,collector,extractor,dr,rtn,lag),
 // BENCH_BACKLOG (default 10000000) events for the queue's drain-memory figure (0 skips it).
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
 let only = Set(
-    (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy,queue,collector,extractor,dr").split(
+    (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy,queue,collector,extractor,dr,rtn,lag").split(
         separator: ","
     ).map(String.init))
 let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-bench-\(getpid())").path
@@ -226,4 +226,19 @@ if only.contains("dr") {
     print("")
     let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 300
     try await benchDisasterRecovery(workDir: workDir, basePort: basePort)
+}
+
+// 8. Return to normal with a big mart, beside pg_dump | pg_restore.
+if only.contains("rtn") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 500
+    let bytes = ProcessInfo.processInfo.environment["BENCH_MART_BYTES"].flatMap(Int64.init) ?? 1 << 30
+    try await benchReturnToNormal(workDir: workDir, basePort: basePort, targetBytes: bytes)
+}
+
+// 9. Replication lag at the goal's rate.
+if only.contains("lag") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 600
+    try await benchReplicationLag(workDir: workDir, basePort: basePort, rate: 10_000)
 }

@@ -66,6 +66,33 @@ extension BCPipe.DR {
 }
 
 extension BCPipe {
+    /// `bcpipe switchover --to SITE`
+    struct Switchover: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "switchover",
+            abstract:
+                "Planned switch-over in normal operation: the reporting mart (and, active-standby, the writer) moves to SITE.",
+            discussion: """
+                Active-standby: the active mart stops writing, the standby (which must follow it already) \
+                catches up, becomes the active one, and the old active follows it. Active-active: the \
+                reporting mart moves. Under a new epoch; journaled and resumable like dr declare. Refused \
+                (exit 3) outside phase normal or while the standby's initial copy runs.
+                """)
+        @OptionGroup var topologyOptions: TopologyOptions
+        @Option(help: "The site whose mart reports (and, active-standby, is written) afterwards.") var to: String
+        @Flag(help: "Check the rules and print the steps without changing anything.") var dryRun = false
+
+        func run() async throws {
+            let topology = try topologyOptions.load()
+            let switchOver = SwitchOver(
+                topology: topology, to: to, dryRun: dryRun,
+                say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
+            _ = try await switchOver.run()
+        }
+    }
+}
+
+extension BCPipe {
     /// `bcpipe rtn start | status`
     struct RTN: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

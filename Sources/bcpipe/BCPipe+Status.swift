@@ -39,6 +39,8 @@ extension BCPipe {
             var journal: [ControlState.JournalEntry] = []
             /// This mart's subscribers as its server reports them (active-standby).
             var replication: [Replication.SubscriberLag] = []
+            /// The subscriptions this mart follows (a standby in active-standby).
+            var following: [Replication.Following] = []
             var databases: [String]
             var extractorCompleteThrough: String?
             var extractorCycles: Int64?
@@ -122,6 +124,7 @@ extension BCPipe {
                     status.procedure = control.procedure
                     status.journal = control.journal
                     status.replication = try await Replication.lags(conn)
+                    status.following = try await Replication.following(conn)
                     if let e = try await conn.query("SELECT complete_through, cycles FROM control.extractor").first {
                         status.extractorCompleteThrough = e[0]
                         status.extractorCycles = try e.decode(1, as: Int64.self)
@@ -168,6 +171,7 @@ extension BCPipe {
                             "    replication to \(r.subscription): \(r.state), lag \(r.replayLagSeconds.map { String(format: "%.3f s", $0) } ?? "-"), \(r.bytesBehind ?? 0) bytes behind"
                         )
                     }
+                    for f in s.following { print("    \(f.description)") }
                     if !s.retired.isEmpty { print("    retired: \(s.retired.joined(separator: ", "))") }
                     for src in s.sources {
                         print(

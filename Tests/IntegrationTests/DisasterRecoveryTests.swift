@@ -1,3 +1,4 @@
+import Coordinator
 import Extractor
 import Foundation
 import Lab
@@ -189,12 +190,13 @@ struct DisasterRecoveryTests {
         #expect(rerun.text.contains("resuming dr declare"))
         #expect(rerun.text.contains("1/5 raise-epoch: already done"))
         #expect(rerun.text.contains("2/5 fence: already done"))
-        #expect(rerun.text.contains("disaster recovery done: epoch 2"))
+        // site1 raises the epochs it owns: 1 → 3.
+        #expect(rerun.text.contains("disaster recovery done: epoch 3"))
         let conn = try await TestLab.connect(lab, site: "site1", database: "mart")
         let steps = try await conn.query("SELECT step FROM control.journal ORDER BY id").map { $0[0]! }
         #expect(steps == ["raise-epoch", "fence", "retire", "promote", "emergency"], "each step once")
         let d = try await conn.query("SELECT epoch, phase, role, reporting_site FROM control.deployment")[0]
-        #expect([d[0], d[1], d[2], d[3]] == ["2", "emergency", "active", "site1"])
+        #expect([d[0], d[1], d[2], d[3]] == ["3", "emergency", "active", "site1"])
         await conn.close()
         // Declaring again from another phase of the same failure is answered, not repeated.
         let again = try Self.bcpipe(args)
@@ -216,7 +218,7 @@ struct DisasterRecoveryTests {
         let lab = try TestLab.makeLab(name: "rtn-\(newSite)\(switchOver ? "-switch" : "")")
         TestLab.registerCleanup(lab)
         var o = LocalLab.Options()
-        o.basePort = TestLab.basePort + (switchOver ? 2500 : newSite == "site1" ? 1500 : 1600)
+        o.basePort = TestLab.basePort + (switchOver ? 2800 : newSite == "site1" ? 1500 : 1600)
         o.stuckThreshold = 3600
         try await lab.up(o)
         var topology = try Topology.load(path: lab.topologyPath(site: "site2"))
@@ -294,7 +296,13 @@ struct DisasterRecoveryTests {
         let status = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
         let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
         #expect(j?["phase"] as? String == "normal", "\(status.text)")
-        #expect(j?["epoch"] as? Int == 3)
+        // site2 journals it and raises epochs it owns (of 2 sites 2, 4, 6…; of 3 sites 2, 5, 8…); a
+        // switch-over moves the writer under one more.
+        let names = topology.sites.map(\.name)
+        let admitted = Epochs.next(after: 2, at: "site2", sites: names)
+        #expect(admitted == (newSite == "site3" ? 5 : 4))
+        #expect(
+            j?["epoch"] as? Int == Int(switchOver ? Epochs.next(after: admitted, at: "site2", sites: names) : admitted))
         #expect(j?["reportingSite"] as? String == active)
         let sites = j?["sites"] as? [[String: Any]] ?? []
         let new = sites.first { $0["name"] as? String == newSite }
@@ -316,5 +324,77 @@ struct DisasterRecoveryTests {
         let steps = switchOver ? "7/7" : "6/6"
         #expect(rs.text.contains("rtn start \(newSite): done, \(steps) steps"), "\(rs.text)")
         try lab.down(remove: true)
+    }
+}
+
+extension DisasterRecoveryTests {
+    /// A planned switch-over in active-active (the active-standby one is rehearsed by
+    /// `Runbooks/planned-switch-over.md`): the reporting mart moves under the reporting site's next
+    /// epoch, reports follow it, both marts keep every event; unknown sites and the wrong phase are
+    /// refused and change nothing.
+    @Test func plannedSwitchOverActiveActive() async throws {
+        let lab = try TestLab.makeLab(name: "switchover-aa")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + 2900
+        o.mode = .activeActive
+        o.stuckThreshold = 3600
+        try await lab.up(o)
+        let topology = try Topology.load(path: lab.topologyPath)
+        let rig = ExtractorRig(
+            lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
+        let lines = try traffic(lab, count: 2000, seed: 31, start: "2026-11-21T09:00:00Z")
+        let pairs = [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])]
+        let (first, second) = (lines.prefix(1000), lines.dropFirst(1000))
+        for (source, pair) in pairs {
+            try await rig.post(first.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
+        }
+        var out = try Self.bcpipe(["switchover", "--to", "site9", "--config", lab.topologyPath])
+        #expect(out.status == 2 && out.text.contains("unknown site \"site9\""), "\(out.text)")
+        out = try Self.bcpipe(["switchover", "--to", "site2", "--dry-run", "--config", lab.topologyPath])
+        #expect(out.status == 0 && out.text.contains("epoch 1 → 3"), "\(out.text)")
+        out = try Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
+        #expect(out.status == 0, "\(out.text)")
+        #expect(out.text.contains("1/1 move-reporting: done"))
+        #expect(out.text.contains("switch-over done: site2/mart is the reporting mart, site1 follows it; epoch 3"))
+        let status = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
+        #expect(j?["reportingSite"] as? String == "site2", "\(status.text)")
+        #expect(j?["epoch"] as? Int == 3)
+        for site in ["site1", "site2"] {
+            let c = try await TestLab.connect(lab, site: site, database: "mart")
+            let d = try await c.query("SELECT epoch, role, reporting_site FROM control.deployment")[0]
+            #expect([d[0], d[1], d[2]] == ["3", "active", "site2"], "\(site)")
+            await c.close()
+        }
+        out = try Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
+        #expect(out.status == 0 && out.text.contains("already done"), "\(out.text)")
+
+        // Both extractors go on under the new epoch: every event reaches both marts once.
+        for (source, pair) in pairs {
+            try await rig.post(second.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
+        }
+        let sent = Set(
+            try lines.filter { !$0.contains(#""type":"heartbeat""#) }.map { line -> String in
+                let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                return "\(o["source"]!) \(o["seq"]!)"
+            })
+        try await CollectorTests.waitUntil("both marts have every event, once", timeout: 120) {
+            let (e1, e2) = (
+                try await Self.martEvents(lab, site: "site1"), try await Self.martEvents(lab, site: "site2")
+            )
+            return Set(e1.events) == Set(e2.events) && e1.events.count == Set(e1.events).count
+                && sent.isSubset(of: Set(e1.events))
+        }
+
+        // Not from another phase: after a disaster the way back is rtn start.
+        try lab.failSite("site1")
+        out = try Self.bcpipe([
+            "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config",
+            lab.topologyPath(site: "site2"),
+        ])
+        #expect(out.status == 0, "\(out.text)")
+        out = try Self.bcpipe(["switchover", "--to", "site1", "--config", lab.topologyPath(site: "site2")])
+        #expect(out.status == 3 && out.text.contains("\"phase\""), "\(out.text)")
     }
 }

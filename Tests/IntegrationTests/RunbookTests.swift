@@ -18,6 +18,7 @@ struct RunbookTests {
     static let runbooks = [
         "wan-outage-short.md", "wan-outage-long.md", "dr-active-standby.md", "dr-active-active.md",
         "emergency-operation.md", "return-to-normal.md", "idb-purge.md", "return-to-normal-switch-over.md",
+        "planned-switch-over.md",
     ]
 
     static func parse(_ text: String) throws -> [Step] {
