@@ -42,17 +42,26 @@ public enum Replication {
 
     /// Subscribes `subscriber` (the mart of `site`) to the publisher at `publisherConninfo`.
     /// `slot`: an existing slot to start from (return to normal, `copy_data = false`); otherwise
-    /// one is created and the tables are copied first.
+    /// one is created and, unless `copyData` is false (both marts hold the same rows already),
+    /// the tables are copied first. Rows travel in binary (both marts have the same schema), and
+    /// big transactions stream while they run rather than after their commit.
     public static func subscribe(
-        _ subscriber: PostgresConnection, site: String, publisherConninfo: String, existingSlot slot: String? = nil
+        _ subscriber: PostgresConnection, site: String, publisherConninfo: String, existingSlot slot: String? = nil,
+        copyData: Bool = true
     ) async throws {
         let name = subscription(of: site)
         let conninfo = PostgresConnection.quoteLiteral("\(publisherConninfo) dbname=mart connect_timeout=5")
-        let options =
-            slot.map { "copy_data = false, create_slot = false, slot_name = \(PostgresConnection.quoteLiteral($0))" }
-            ?? "copy_data = true"
+        var options = ["binary = true", "streaming = on"]
+        if let slot {
+            options += [
+                "copy_data = false", "create_slot = false", "slot_name = \(PostgresConnection.quoteLiteral(slot))",
+            ]
+        } else {
+            options.append("copy_data = \(copyData)")
+        }
         try await subscriber.execute(
-            "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(publication) WITH (\(options))")
+            "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(publication) WITH (\(options.joined(separator: ", ")))"
+        )
     }
 
     /// Whether every table of the site's subscription has finished its initial copy. Until then
@@ -94,6 +103,37 @@ public enum Replication {
             Following(
                 subscription: try $0.decode(0, as: String.self), tables: try $0.decode(1, as: Int.self),
                 synchronised: try $0.decode(2, as: Int.self), enabled: try $0.decode(3, as: Bool.self))
+        }
+    }
+
+    /// An index or key (primary or unique) of a published table: how to drop it and build it.
+    public struct IndexDefinition: Sendable {
+        public var name: String
+        public var drop: String
+        public var create: String
+    }
+
+    /// The published tables' indexes and keys, except those of tables another table's foreign key
+    /// references (their keys cannot be dropped).
+    public static func indexDefinitions(_ c: PostgresConnection) async throws -> [IndexDefinition] {
+        try await c.query(
+            """
+            SELECT i.indexrelid::regclass::text, t.oid::regclass::text, con.conname,
+                   CASE WHEN con.oid IS NULL THEN pg_get_indexdef(i.indexrelid)
+                        ELSE format('ALTER TABLE %s ADD CONSTRAINT %I %s', t.oid::regclass, con.conname,
+                                    pg_get_constraintdef(con.oid)) END
+            FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+            LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid AND con.contype IN ('p', 'u')
+            WHERE t.oid = ANY($1::regclass[])
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = t.oid AND f.contype = 'f')
+            ORDER BY 1
+            """, ["{" + tables.joined(separator: ",") + "}"]
+        ).map { r in
+            let (index, table) = (r[0]!, r[1]!)
+            let drop =
+                r[2].map { "ALTER TABLE \(table) DROP CONSTRAINT IF EXISTS \(PostgresConnection.quoteIdentifier($0))" }
+                ?? "DROP INDEX IF EXISTS \(index)"
+            return IndexDefinition(name: index, drop: drop, create: r[3]!)
         }
     }
 

@@ -199,13 +199,11 @@ public struct SwitchOver: Sendable {
             try await old.query(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
                 [name])
-            let conninfo = PostgresConnection.quoteLiteral("\(newSite.postgres) dbname=mart connect_timeout=5")
             _ = try await target.query(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
                 [name])
-            try await old.execute(
-                "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(Replication.publication) WITH (copy_data = false)"
-            )
+            try await Replication.subscribe(
+                old, site: oldSite.name, publisherConninfo: newSite.postgres, copyData: false)
         }
         // (The delete is replicated to the old one.)
         try await target.query("DELETE FROM control.extractor WHERE site = 'switch-over marker'")

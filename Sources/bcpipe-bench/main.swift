@@ -236,9 +236,11 @@ if only.contains("rtn") {
     try await benchReturnToNormal(workDir: workDir, basePort: basePort, targetBytes: bytes)
 }
 
-// 9. Replication lag at the goal's rate.
+// 9. Replication lag at the goal's rate, and below it for the floor.
 if only.contains("lag") {
     print("")
     let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 600
-    try await benchReplicationLag(workDir: workDir, basePort: basePort, rate: 10_000)
+    for (i, rate) in [10_000, 2_000].enumerated() {
+        try await benchReplicationLag(workDir: workDir, basePort: basePort + 100 * i, rate: rate)
+    }
 }
