@@ -59,6 +59,16 @@ public final class CoordinatorServer: @unchecked Sendable {
         lock.withLock { latest }
     }
 
+    private var deploymentCache: (at: Date, status: DeploymentStatus)?
+
+    /// `DeploymentStatus.gather` over this site's topology, reused for a second.
+    func deployment() async -> DeploymentStatus {
+        if let c = lock.withLock({ deploymentCache }), Date().timeIntervalSince(c.at) < 1 { return c.status }
+        let fresh = await DeploymentStatus.gather(topology)
+        lock.withLock { deploymentCache = (Date(), fresh) }
+        return fresh
+    }
+
     /// One round: the own mart's state, the peers' status, fencing.
     public func check() async -> CoordinatorStatus {
         var s = CoordinatorStatus(
@@ -75,6 +85,7 @@ public final class CoordinatorServer: @unchecked Sendable {
             }
             s.control = try await ControlState.load(mart!, journal: 20)
             s.martReachable = true
+            try await keepReportingRole(mart!, s.control!)
         } catch {
             s.error = "\(error)"
             if let m = mart { await m.close() }
@@ -119,6 +130,33 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         lock.withLock { latest = s }
         return s
+    }
+
+    /// Keeps the reporting role read-write in this mart only while it is the reporting mart, so
+    /// clients listing every site's server with `target_session_attrs=read-write` land on it.
+    /// Compared with the catalog every round, not a remembered value: a migration (or an operator)
+    /// may have changed the setting since.
+    func keepReportingRole(_ m: PostgresConnection, _ c: ControlState) async throws {
+        let readWrite = c.role == "active" && c.fencedReason == nil && c.reportingSite == site.name
+        let rows = try await m.query(
+            """
+            SELECT r.oid IS NOT NULL,
+                   EXISTS (SELECT 1 FROM pg_db_role_setting d, unnest(d.setconfig) AS s(setting)
+                           WHERE d.setrole = r.oid
+                             AND d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                             AND s.setting = 'default_transaction_read_only=on')
+            FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = 'bcpipe_reporting') AS oid) r
+            """)
+        // The role comes with the mart's migrations; until they ran there is nothing to keep.
+        guard rows.first?[0] == "t" else { return }
+        let readOnlyNow = rows[0][1] == "t"
+        guard readOnlyNow == readWrite else { return }
+        try await m.execute(
+            "ALTER ROLE bcpipe_reporting IN DATABASE \(Topology.martDatabase) \(readWrite ? "RESET default_transaction_read_only" : "SET default_transaction_read_only = on")"
+        )
+        logger.info(
+            "reporting role \(readWrite ? "read-write: this is the reporting mart" : "read-only: not the reporting mart")"
+        )
     }
 
     /// Active-standby: the standby's mart subscribes to the active one (set up once, here);
@@ -179,6 +217,19 @@ public final class CoordinatorServer: @unchecked Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: Array(body))))
+        }
+        // The whole deployment as this site sees it (`bcpipe status --json`), and the operator's
+        // page of it; gathered at most once a second however many browsers poll.
+        router.get("/v1/deployment") { [self] _, _ in
+            let body = (try? DeploymentStatus.encoder.encode(await deployment())) ?? Data("{}".utf8)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: Array(body))))
+        }
+        router.get("/") { [self] _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: await deployment().html(viewpoint: site.name))))
         }
         let app = Application(
             router: router,

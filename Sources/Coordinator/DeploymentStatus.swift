@@ -1,0 +1,226 @@
+import Foundation
+import PostgresClient
+import Topology
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The deployment as the databases, coordinators and collectors of every site report it: what
+/// `bcpipe status` prints, `bcpipe status --json` and a coordinator's `/v1/deployment` serve, and
+/// a coordinator's status page (`GET /`) shows. Every network call has a short timeout, so an
+/// unreachable site is reported as such, quickly.
+public struct DeploymentStatus: Codable, Sendable {
+    public var deployment: String
+    public var mode: String
+    /// The highest epoch any reachable mart holds, and that mart's phase and reporting site.
+    public var epoch: Int64?
+    public var phase: String?
+    public var reportingSite: String?
+    public var sites: [SiteStatus]
+    public var collectors: [CollectorStatus]
+    public var collectedAt: String
+
+    /// Pretty, with sorted keys: what `status --json` prints and `/v1/deployment` serves.
+    public static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return encoder
+    }
+
+    public struct SourceStatus: Codable, Sendable {
+        public var source: String
+        public var state: String
+        public var completeThrough: String?
+        public var lagSeconds: Double?
+    }
+
+    public struct SiteStatus: Codable, Sendable {
+        public var name: String
+        public var reachable: Bool
+        public var error: String?
+        public var phase: String?
+        public var epoch: Int64?
+        public var role: String?
+        public var reportingSite: String?
+        public var fenced: String?
+        public var coordinator: String
+        public var coordinatorAnswers: Bool = false
+        public var retired: [String] = []
+        public var procedure: ControlState.Procedure?
+        public var journal: [ControlState.JournalEntry] = []
+        /// This mart's subscribers as its server reports them (active-standby).
+        public var replication: [Replication.SubscriberLag] = []
+        /// The subscriptions this mart follows (a standby in active-standby).
+        public var following: [Replication.Following] = []
+        public var databases: [String]
+        public var extractorCompleteThrough: String?
+        public var extractorCycles: Int64?
+        public var sources: [SourceStatus] = []
+    }
+
+    public struct CollectorStatus: Codable, Sendable {
+        public var name: String
+        public var source: String
+        public var listen: String
+        public var idb: String
+        public var running: Bool
+        public var mode: String?
+        public var idbReachable: Bool?
+        public var queueEvents: Int?
+        public var queueBytes: Int?
+        public var oldestEventTs: String?
+        public var lostEvents: Int?
+        public var shippedSeq: Int64?
+        public var error: String?
+    }
+
+    /// A collector's `/v1/status`, with a short timeout.
+    public static func collectorStatus(_ c: Topology.Collector) async -> CollectorStatus {
+        var status = CollectorStatus(
+            name: c.name, source: c.source, listen: c.listen.description, idb: "\(c.idb.site)/\(c.idb.database)",
+            running: false)
+        var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/status")!)
+        request.timeoutInterval = 2
+        do {
+            let (data, _) = try await URLSession.shared.data(for: request)
+            let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+            let queue = json["queue"] as? [String: Any] ?? [:]
+            status.running = true
+            status.mode = json["mode"] as? String
+            status.idbReachable = (json["idb"] as? [String: Any])?["reachable"] as? Bool
+            status.queueEvents = queue["events"] as? Int
+            status.queueBytes = queue["bytes"] as? Int
+            status.oldestEventTs = queue["oldest_event_ts"] as? String
+            status.lostEvents = queue["lost_events"] as? Int
+            status.shippedSeq = ((json["shipped"] as? [String: Any])?["seq"] as? NSNumber)?.int64Value
+        } catch {
+            status.error = "not answering: \(error.localizedDescription)"
+        }
+        return status
+    }
+
+    public static func gather(_ topology: Topology) async -> DeploymentStatus {
+        var sites: [SiteStatus] = []
+        for site in topology.sites {
+            var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+            config.connectTimeout = 3
+            config.statementTimeoutMilliseconds = 5_000
+            var status = SiteStatus(
+                name: site.name, reachable: false, coordinator: site.coordinator.description,
+                databases: topology.databases(atSite: site.name))
+            var request = URLRequest(url: URL(string: "http://\(site.coordinator)/healthz")!)
+            request.timeoutInterval = 2
+            status.coordinatorAnswers = (try? await URLSession.shared.data(for: request)) != nil
+            do {
+                let conn = try await PostgresConnection.connect(config)
+                defer { Task { await conn.close() } }
+                let control = try await ControlState.load(conn, journal: 20)
+                status.phase = control.phase
+                status.epoch = control.epoch
+                status.role = control.role
+                status.reportingSite = control.reportingSite
+                status.fenced = control.fencedReason
+                status.retired = control.retiredSites + control.retiredSources + control.retiredIDBs
+                status.procedure = control.procedure
+                status.journal = control.journal
+                status.replication = try await Replication.lags(conn)
+                status.following = try await Replication.following(conn)
+                if let e = try await conn.query(
+                    "SELECT complete_through, cycles FROM control.extractor WHERE site = $1", [site.name]
+                ).first {
+                    status.extractorCompleteThrough = e[0]
+                    status.extractorCycles = try e.decode(1, as: Int64.self)
+                }
+                for r in try await conn.query(
+                    "SELECT source, state, complete_through, extract(epoch FROM now() - complete_through) FROM control.source_state ORDER BY source"
+                ) {
+                    status.sources.append(
+                        SourceStatus(
+                            source: try r.decode(0, as: String.self), state: try r.decode(1, as: String.self),
+                            completeThrough: r[2], lagSeconds: try r.decode(3, as: Double?.self)))
+                }
+                status.reachable = true
+            } catch {
+                status.error = "\(error)"
+            }
+            sites.append(status)
+        }
+        var collectors: [CollectorStatus] = []
+        for c in topology.collectors { collectors.append(await collectorStatus(c)) }
+        let leader = sites.filter { $0.fenced == nil && $0.epoch != nil }.max { ($0.epoch ?? 0) < ($1.epoch ?? 0) }
+        return DeploymentStatus(
+            deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, epoch: leader?.epoch,
+            phase: leader?.phase, reportingSite: leader?.reportingSite, sites: sites, collectors: collectors,
+            collectedAt: ISO8601DateFormatter.withFractionalSeconds.string(from: Date()))
+    }
+
+    /// The text `bcpipe status` prints.
+    public func lines() -> [String] {
+        var out: [String] = []
+        out.append(
+            "deployment \(self.deployment): mode \(self.mode), phase \(self.phase ?? "?"), epoch \(self.epoch.map(String.init) ?? "?"), reporting mart \(self.reportingSite.map { "\($0)/mart" } ?? "?")"
+        )
+        for s in sites {
+            let coordinator = s.coordinatorAnswers ? "coordinator up" : "coordinator DOWN"
+            if s.reachable {
+                out.append(
+                    "  \(s.name): reachable, \(coordinator), mart \(s.role ?? "?"), phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
+                )
+                if let f = s.fenced { out.append("    FENCED: \(f)") }
+                for r in s.replication {
+                    out.append(
+                        "    replication to \(r.subscription): \(r.state), lag \(r.replayLagSeconds.map { String(format: "%.3f s", $0) } ?? "-"), \(r.bytesBehind ?? 0) bytes behind"
+                    )
+                }
+                for f in s.following { out.append("    \(f.description)") }
+                if !s.retired.isEmpty { out.append("    retired: \(s.retired.joined(separator: ", "))") }
+                for src in s.sources {
+                    out.append(
+                        "    source \(src.source): \(src.state), complete through \(src.completeThrough ?? "-")\(src.lagSeconds.map { String(format: ", lag %.1f s", $0) } ?? "")"
+                    )
+                }
+            } else {
+                out.append("  \(s.name): UNREACHABLE, \(coordinator) — \(s.error ?? "")")
+            }
+        }
+        if let site = sites.first(where: { $0.name == self.reportingSite })
+            ?? sites.first(where: { $0.procedure != nil }),
+            let p = site.procedure
+        {
+            out.append(
+                "procedure: \(p.kind) \(p.target) — \(p.status), started by \(p.startedBy) at \(p.startedAt), steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.joined(separator: ", "))"
+            )
+            for j in site.journal.suffix(10) {
+                out.append("  \(j.at) epoch \(j.epoch) \(j.actor): \(j.procedure) / \(j.step) \(j.status)")
+            }
+        }
+        out.append("collectors:")
+        for c in collectors {
+            guard c.running else {
+                out.append("  \(c.name) (\(c.source) → \(c.idb)): DOWN — \(c.error ?? "")")
+                continue
+            }
+            let age =
+                c.oldestEventTs.flatMap { ISO8601DateFormatter.parse($0) }.map {
+                    String(format: "%.0f s", Date().timeIntervalSince($0))
+                } ?? "-"
+            out.append(
+                "  \(c.name) (\(c.source) → \(c.idb)): \(c.mode ?? "?"), queue \(c.queueEvents ?? 0) events, oldest \(age), shipped seq \(c.shippedSeq.map(String.init) ?? "-")\((c.lostEvents ?? 0) > 0 ? ", LOST \(c.lostEvents!)" : "")"
+            )
+        }
+        return out
+    }
+}
+
+extension ISO8601DateFormatter {
+    public static func parse(_ text: String) -> Date? {
+        withFractionalSeconds.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+    }
+
+    public static var withFractionalSeconds: ISO8601DateFormatter {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }
+}
