@@ -75,6 +75,9 @@ let package = Package(
             ]),
         // Realistic, seeded contact-center traffic and an HTTP poster (bcpipe gen).
         .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
+        .target(
+            name: "Demo",
+            dependencies: ["Coordinator", "Lab", "Topology", "PostgresClient", "Traffic", "EventModel"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
         .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
@@ -95,7 +98,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
-                "Collector", "Traffic", "Extractor", "Coordinator",
+                "Collector", "Traffic", "Extractor", "Coordinator", "Demo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -115,11 +115,14 @@ public enum Processes {
     /// the lab finds every process it started, PostgreSQL backends included (they run in their data directory).
     public static func processes(under directory: String) -> [pid_t] {
         let root = URL(fileURLWithPath: directory).standardizedFileURL.resolvingSymlinksInPath().path
-        let me = getpid()
+        // Not this process nor what started it (`timeout … bcpipe demo --dir D`, a shell).
+        var spare: Set<pid_t> = [getpid()]
+        var ancestor = getppid()
+        while ancestor > 1, spare.insert(ancestor).inserted { ancestor = parent(of: ancestor) ?? 1 }
         var found: [pid_t] = []
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         for entry in entries {
-            guard let pid = pid_t(entry), pid != me else { continue }
+            guard let pid = pid_t(entry), !spare.contains(pid) else { continue }
             let cwd = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? ""
             var matches = cwd == root || cwd.hasPrefix(root + "/")
             if !matches, let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") {
@@ -132,6 +135,16 @@ public enum Processes {
             if matches && isAlive(pid) { found.append(pid) }
         }
         return found
+    }
+
+    /// The parent of a process (`/proc/PID/stat`, the field after the state).
+    static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+        let text = String(decoding: stat, as: UTF8.self)
+        // The command name is in parentheses and may hold spaces: read after the last ')'.
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? pid_t(fields[1]) : nil
     }
 
     /// Whether a TCP port on 127.0.0.1 can be bound right now.

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Coordinator
+import Demo
 import Foundation
 import Lab
 import Logging
@@ -6,66 +8,76 @@ import PostgresClient
 import Topology
 
 extension BCPipe {
-    /// `bcpipe demo`: the main job. For now it brings up the two-site lab, shows what is running
-    /// and checks every site's databases answer through the WAN, then takes the lab down.
-    /// The business-continuity story (CONTRACT 7) is added act by act as the pipeline grows.
+    /// `bcpipe demo`: the main job — the business-continuity story of CONTRACT 7 on a local
+    /// two-site lab with live traffic, each act reconciled against the real databases.
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the local two-site lab and show the deployment (removes it unless --keep).")
+            abstract: "Play the business-continuity story on a local two-site lab (removes it unless --keep).",
+            discussion: """
+                Normal operation; a WAN outage shorter than the stuck threshold; one longer (the gap, then \
+                the backfill); a site failure and dr declare; emergency operation; rtn start with a \
+                replacement site; normal again. Each act ends with a reconciliation from the databases \
+                (events sent, in the reporting mart, lost, duplicated, unexpected, known gaps); the demo \
+                exits 1 if any act did not do what it promises. Writes an HTML report of the run.
+                """)
         @Flag(help: "Leave the lab running afterwards.") var keep = false
         @Option(help: "Lab directory (default: a new temporary directory).") var dir: String?
         @Option(name: .customLong("base-port"), help: "First port of the lab's range of 100.") var basePort: Int =
             25_400
+        @Option(help: "Where to write the HTML report of the run.") var report = "bcpipe-demo-report.html"
+        @Option(name: .customLong("act-seconds"), help: "Length of the quiet acts (normal operation), seconds.")
+        var actSeconds: Double = 20
 
         func run() async throws {
             let directory =
                 dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-demo-\(getpid())").path
-            let lab = LocalLab(directory: directory, executable: currentExecutable(), logger: .cli)
+            var logger = Logger(label: "bcpipe.demo")
+            logger.logLevel = .warning
+            let lab = LocalLab(directory: directory, executable: currentExecutable(), logger: logger)
             var options = LocalLab.Options()
             options.basePort = basePort
+            options.mode = .activeStandby
             options.stuckThreshold = 20
-            print("== bringing up the two-site lab in \(directory)")
-            let started = Date()
+            options.lateData = .backfill
+            var story = DemoStory(lab: lab, options: options, say: Self.say)
+            story.normalSeconds = actSeconds
+            let result: DemoStory.Result
             do {
-                try await lab.up(options)
-                print("   ready in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
-                for line in try lab.status() { print(line) }
-                var failures = 0
-                for site in try lab.requireState().sites {
-                    let topology = try Topology.load(path: lab.topologyPath(site: site.name))
-                    print("== as \(site.name) sees the deployment (\(lab.topologyPath(site: site.name)))")
-                    for s in topology.sites {
-                        for database in topology.databases(atSite: s.name) {
-                            var config = PostgresConfiguration(conninfo: s.postgres, database: database)
-                            config.connectTimeout = 3
-                            let route = s.name == site.name ? "local" : "via WAN"
-                            do {
-                                let conn = try await PostgresConnection.connect(config)
-                                let rows = try await conn.query(
-                                    "SELECT string_agg(component || ' v' || version, ', ' ORDER BY component, version) FROM public.bcpipe_migrations"
-                                )
-                                print(
-                                    "   \(s.name)/\(database) (\(route)): schema \(try rows[0].decode(0, as: String.self))"
-                                )
-                                await conn.close()
-                            } catch {
-                                failures += 1
-                                print("   \(s.name)/\(database) (\(route)): FAILED — \(error)")
-                            }
-                        }
-                    }
-                }
-                if failures > 0 { throw LabError("\(failures) database(s) did not answer") }
+                result = try await story.run()
+                try await Self.printQueueHourly(lab)
             } catch {
                 if !keep { try? lab.down(remove: dir == nil) }
                 throw error
             }
+            try result.html().write(toFile: report, atomically: true, encoding: .utf8)
+            Self.say("")
+            Self.say(
+                "== \(result.acts.filter(\.ok).count) of \(result.acts.count) acts as promised, in \(Int(result.seconds)) s; report: \(report)"
+            )
             if keep {
-                print("== the lab keeps running: bcpipe lab down --dir \(directory)")
+                Self.say(
+                    "== the lab keeps running: bcpipe status --config \(lab.topologyPath); bcpipe lab down --dir \(directory)"
+                )
             } else {
                 try lab.down(remove: dir == nil)
-                print("== lab stopped; no process left")
+                Self.say("== lab stopped; no process left")
             }
+            if !result.ok { throw ExitCode(1) }
+        }
+
+        /// Each line as it happens, unbuffered also through a pipe or into a file.
+        static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+        static func printQueueHourly(_ lab: LocalLab) async throws {
+            let topology = try Topology.load(path: lab.topologyPath)
+            guard let site = await ControlState.reportingSite(topology) else { return }
+            let conn = try await PostgresConnection.connect(
+                PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase))
+            let rows = try await conn.query("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
+            await conn.close()
+            Self.say("")
+            Self.say("== report queue-hourly (\(site.name)/mart)")
+            Self.say(BCPipe.Report.render(rows, .table))
         }
     }
 }

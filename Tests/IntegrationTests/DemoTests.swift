@@ -1,0 +1,55 @@
+import Foundation
+import Lab
+import Testing
+
+/// `bcpipe demo`, the README's main command, end to end: every act reconciled as promised, the
+/// queue-hourly report printed, the HTML report of the run well-formed with its timeline and
+/// charts, rendered by a real browser, and no process left behind.
+@Suite("The demo", .serialized)
+struct DemoTests {
+    @Test func theDemoPlaysEveryActAsPromised() async throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(getpid()).html").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-test-demo-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: report) }
+        let out = try Processes.run(
+            [
+                TestLab.executable, "demo", "--dir", dir, "--base-port", "\(TestLab.basePort + 3200)", "--act-seconds",
+                "8", "--report", report,
+            ], timeout: 900)
+        #expect(out.status == 0, "\(out.text)")
+        for n in 1...7 { #expect(out.text.contains("== act \(n): "), "act \(n)") }
+        #expect(out.text.components(separatedBy: "✓ as promised").count == 8, "\(out.text)")
+        #expect(out.text.contains("7 of 7 acts as promised"))
+        #expect(out.text.contains("reconciliation (site2/mart"))
+        #expect(out.text.contains("lost 0 · duplicated 0 · unexpected 0"))
+        #expect(out.text.contains("== report queue-hourly"))
+        #expect(out.text.contains("lab stopped; no process left"))
+        // No process of the lab is left.
+        let left = try Processes.run(["/usr/bin/pgrep", "-f", dir])
+        #expect(left.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(left.text)")
+
+        let html = try String(contentsOfFile: report, encoding: .utf8)
+        let doc = try HTMLNode.parse(html)
+        #expect(doc.element(id: "verdict")?.attributes["class"] == "ok")
+        let acts = try #require(doc.element(id: "acts")).rows
+        #expect(acts.count == 7)
+        #expect(acts.allSatisfy { $0.last == "✓" }, "\(acts)")
+        #expect(acts[2][0].contains("WAN outage longer") && acts[2][3].contains("backfilled"), "\(acts[2])")
+        let timeline = try #require(doc.element(id: "timeline"))
+        #expect(timeline.all("rect").count == 7)
+        let queues = try #require(doc.element(id: "queues")).all("polyline")
+        #expect(queues.count >= 4)
+        // The outages show: some collector queued events during them.
+        let peak = try #require(doc.element(id: "queues")).all("text").contains {
+            $0.allText.contains("(max ") && !$0.allText.contains("(max 0.0 events)")
+        }
+        #expect(peak, "a queue depth above zero during the outages")
+        #expect(try #require(doc.element(id: "lags")).all("polyline").count >= 2)
+        #expect(try #require(doc.element(id: "freshness")).all("polyline").count == 1)
+        if Browser.available {
+            let dom = try Browser.dumpDOM("file://" + report)
+            #expect(dom.contains("Every act as promised."))
+            #expect(dom.contains("<svg id=\"queues\""))
+        }
+    }
+}
