@@ -78,6 +78,9 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     print(
         "collector ingest, IDB reachable   \(rate(Double(count) / tDirect))events/s durable (8 requests in flight, 1000 events each)   (goal ≥ 100 k)"
     )
+    figure(
+        "Collectors", "durable ingest, IDB reachable (loopback, 8 requests of 1000 in flight)",
+        "\(rate(Double(count) / tDirect))events/s", goal: "goal ≥ 100 k events/s")
 
     // 2. IDB cut off (site1-b's IDB is across the WAN): everything goes to the disk queue.
     try lab.setLink("site1", "site2", .refuse)
@@ -85,6 +88,7 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     let rows = cut.flatMap { body in body.split(separator: 10).map { Array($0) } }
     let tCut = try await ingest(cut, to: url("site1-b"), inFlight: 8)
     print("collector ingest, IDB cut off     \(rate(Double(count) / tCut))events/s durable into the disk queue")
+    figure("Collectors", "durable ingest, IDB cut off (into the disk queue)", "\(rate(Double(count) / tCut))events/s")
 
     // 3. The link returns: drain the backlog (timed from the shipper's reconnection, so its
     // backoff does not count).
@@ -126,6 +130,11 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     print(
         "  psql \\copy of the same rows, same path: \(rate(Double(count) / tPsql))events/s   shipping / psql: \(fmt(tPsql / tDrain, 2))   (goal ≥ 0.8)"
     )
+    figure(
+        "Collectors", "drain of a \(count)-event backlog through the WAN simulator",
+        "\(fmt(tDrain, 1)) s, \(rate(Double(count) / tDrain))events/s",
+        baseline: "`psql \\copy` of the same rows, same path: \(rate(Double(count) / tPsql))events/s",
+        goal: "\(fmt(tPsql / tDrain, 2)) (goal ≥ 0.8)")
 
     // 4. Acknowledgement latency at a paced 20,000 events/s (200-event requests every 10 ms).
     let paced = batches(200_000, seed: 3).flatMap { body -> [[UInt8]] in
@@ -155,6 +164,10 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     print(
         "collector ack latency at \(rate(achieved))events/s: p50 \(fmt(latency.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(latency.percentile(0.99) * 1000, 2)) ms   (goal p99 ≤ 10 ms at 20 k events/s)"
     )
+    figure(
+        "Collectors", "acknowledgement latency at a paced \(rate(achieved))events/s",
+        "p50 \(fmt(latency.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(latency.percentile(0.99) * 1000, 2)) ms",
+        goal: "goal p99 ≤ 10 ms at 20 k events/s")
 
     // 5. Peak RSS of the collectors.
     for name in ["site1-a", "site1-b"] {
@@ -166,6 +179,7 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
                 String($0.dropFirst(6)).trimmingCharacters(in: .whitespaces)
             } ?? "?"
         print("collector \(name) peak RSS \(hwm)   (goal ≤ 150 MiB)")
+        figure("Collectors", "collector \(name) peak RSS after all of the above", hwm, goal: "goal ≤ 150 MiB")
     }
 }
 

@@ -58,10 +58,18 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         print(
             "queue append ×\(writers)\(writers < 10 ? " " : "")  \(rate(Double(lines.count) / t))events/s   \(fmt(mb / t)) MB/s   \(fmt(Double(s.appends) / Double(max(s.fsyncs, 1)), 1)) appends/fsync   p99 \(fmt(latencies.percentile(0.99) * 1000, 2)) ms   vs baseline \(fmt(mb / t / baseline, 2))"
         )
+        figure(
+            "Disk queue", "durable append, \(writers) writer\(writers == 1 ? "" : "s") (100-event batches)",
+            "\(rate(Double(lines.count) / t))events/s, \(fmt(mb / t)) MB/s, \(fmt(Double(s.appends) / Double(max(s.fsyncs, 1)), 1)) appends/fsync, p99 \(fmt(latencies.percentile(0.99) * 1000, 2)) ms",
+            baseline: "`zstd -3 | dd conv=fdatasync`: \(fmt(baseline)) MB/s",
+            goal: "\(fmt(mb / t / baseline, 2))\(writers == 16 ? " (goal ≥ 0.8; p99 ≤ 5 ms)" : "")")
         if writers == 16 {
             let disk = s.bytes
             print(
                 "queue compression ratio \(fmt(Double(rawBytes) / Double(disk), 2)) (\(fmt(Double(disk) / 1e6)) MB on disk, frame headers included)"
+            )
+            figure(
+                "Disk queue", "compression (frame headers included)", "ratio \(fmt(Double(rawBytes) / Double(disk), 1))"
             )
             let reader = queue.makeReader()
             let r0 = clock.now
@@ -75,6 +83,9 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
             let rt = seconds(clock.now - r0)
             precondition(read == lines.count)
             print("queue read+ack    \(rate(Double(read) / rt))events/s   \(fmt(mb / rt)) MB/s   (goal ≥ 1 M events/s)")
+            figure(
+                "Disk queue", "read + ack", "\(rate(Double(read) / rt))events/s, \(fmt(mb / rt)) MB/s",
+                goal: "goal ≥ 1 M events/s")
         }
         queue.close()
         try? FileManager.default.removeItem(atPath: dir)
@@ -110,6 +121,10 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         print(
             "queue drain of a \(written)-event backlog in a fresh process: peak RSS \(fmt(Double(rss) / 1024)) MiB   (goal < 64 MiB)"
         )
+        figure(
+            "Disk queue", "peak RSS draining a \(written)-event backlog (fresh process)",
+            "\(fmt(Double(rss) / 1024)) MiB",
+            goal: "goal < 64 MiB")
         try? FileManager.default.removeItem(atPath: dir)
     }
 }

@@ -130,6 +130,16 @@ func benchReturnToNormal(workDir: String, basePort: Int, targetBytes: Int64) asy
     print(
         "  whole rtn start \(fmt(total, 1)) s; catch-up after the copy (subscriber confirmed the survivor's WAL up to the command's end): \(caughtUp.flatMap { c in copyAt.map { fmt(c.timeIntervalSince($0), 1) + " s" } } ?? "not within 600 s")"
     )
+    figure(
+        "Business continuity",
+        "`rtn start` copy step, \(fmt(mib, 0)) MiB mart (\(rate(Double(events)))events; slot + exported snapshot, per-table `pg_dump --snapshot | psql`, indexes built after the load, traffic flowing)",
+        "\(fmt(copy, 1)) s, \(fmt(mib / max(copy, 0.001), 1)) MiB/s",
+        baseline: "`pg_dump -Fc | pg_restore` of the same database: \(fmt(baseline, 1)) s",
+        goal: "\(fmt(baseline / max(copy, 0.001), 2)) (goal ≥ 0.9)")
+    figure(
+        "Business continuity",
+        "catch-up after that copy (the new subscriber confirmed the survivor's WAL up to the command's end)",
+        caughtUp.flatMap { c in copyAt.map { fmt(c.timeIntervalSince($0), 1) + " s" } } ?? "not within 600 s")
 }
 
 /// The column list that copies `mart.fact_interaction` rows under the round's new keys.
@@ -179,4 +189,10 @@ func benchReplicationLag(workDir: String, basePort: Int, rate eventsPerSecond: I
     print(
         "replication lag at \(eventsPerSecond / 1000) k events/s for 30 s (publisher's replay_lag, \(lags.count) samples): p50 \(fmt(lags[lags.count / 2] * 1000, 1)) ms, p99 \(fmt(lags[min(lags.count - 1, lags.count * 99 / 100)] * 1000, 1)) ms   (goal p99 ≤ 1 s at 10 k events/s); meanwhile freshness p50 \(fmt(f.p50, 2)) s, p99 \(fmt(f.p99, 2)) s, machine \(f.busy)% busy"
     )
+    figure(
+        "Business continuity",
+        "replication lag, active-standby, paced \(eventsPerSecond / 1000) k events/s for 30 s (publisher's `replay_lag`)",
+        "p50 \(fmt(lags[lags.count / 2] * 1000, 1)) ms, p99 \(fmt(lags[min(lags.count - 1, lags.count * 99 / 100)] * 1000, 1)) ms (freshness meanwhile p50 \(fmt(f.p50, 2)) s)",
+        baseline: "machine \(f.busy)% busy",
+        goal: eventsPerSecond == 10_000 ? "goal p99 ≤ 1 s" : "below the goal rate, for the floor")
 }

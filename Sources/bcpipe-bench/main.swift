@@ -17,6 +17,7 @@ let only = Set(
     (ProcessInfo.processInfo.environment["BENCH_ONLY"] ?? "parse,zstd,copy,queue,collector,extractor,dr,rtn,lag").split(
         separator: ","
     ).map(String.init))
+let benchStarted = Date()
 let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-bench-\(getpid())").path
 try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: workDir) }
@@ -84,6 +85,9 @@ if only.contains("parse") {
     print(
         "parse+validate    \(rate(Double(eventCount) / t))events/s   \(fmt(megabytes / t)) MB/s   (median of 3, one core)"
     )
+    figure(
+        "Parsing and compression", "parse + validate NDJSON (one core, median of 3)",
+        "\(rate(Double(eventCount) / t))events/s, \(fmt(megabytes / t)) MB/s")
 }
 
 // 2. zstd level 3 in 1 MiB frames vs the zstd command line tool on the same bytes.
@@ -119,6 +123,12 @@ if only.contains("zstd") {
         "zstd -3 (CLI)     \(fmt(megabytes / ct)) MB/s   ratio \(fmt(Double(ndjson.count) / Double(cliBytes), 2))   (one stream, -T1, includes process start and file I/O)"
     )
     print("  throughput vs CLI: \(fmt(ct / t, 2))×")
+    figure(
+        "Parsing and compression", "zstd level 3, 1 MiB frames (library)",
+        "\(fmt(megabytes / t)) MB/s, ratio \(fmt(Double(ndjson.count) / Double(compressedBytes), 1))",
+        baseline:
+            "`zstd -3 -T1` CLI: \(fmt(megabytes / ct)) MB/s, ratio \(fmt(Double(ndjson.count) / Double(cliBytes), 1))",
+        goal: "\(fmt(ct / t, 2))×")
 }
 
 // 3. COPY of the events into an IDB-shaped table: Swift client vs psql \copy, same rows, same table.
@@ -193,6 +203,11 @@ if only.contains("copy") {
     )
     print("COPY (psql \\copy) \(rate(Double(eventCount) / pt))events/s   (pre-encoded file; median of 3)")
     print("  Swift / psql: \(fmt(pt / st, 2))   (goal ≥ 0.90)")
+    figure(
+        "IDB writes", "COPY \(eventCount) events into an IDB-shaped table (rows encoded while streaming)",
+        "\(rate(Double(eventCount) / st))events/s",
+        baseline: "`psql \\copy` of the same rows: \(rate(Double(eventCount) / pt))events/s",
+        goal: "\(fmt(pt / st, 2)) (goal ≥ 0.9)")
 }
 
 // 4. The disk queue.
@@ -243,4 +258,11 @@ if only.contains("lag") {
     for (i, rate) in [10_000, 2_000].enumerated() {
         try await benchReplicationLag(workDir: workDir, basePort: basePort + 100 * i, rate: rate)
     }
+}
+
+// BENCHMARKS.md: every figure beside its baseline and goal, and the machine (BENCH_REPORT=path).
+if let path = ProcessInfo.processInfo.environment["BENCH_REPORT"], !path.isEmpty {
+    try writeBenchmarks(to: path, events: eventCount, started: benchStarted)
+    print("")
+    print("wrote \(path)")
 }
