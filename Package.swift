@@ -122,7 +122,7 @@ let package = Package(
             dependencies: [
                 "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
                 "Collector",
-                "Traffic", "Extractor", "Coordinator",
+                "Traffic", "Extractor", "Coordinator", "Demo",
             ]),
         .testTarget(
             name: "IntegrationTests",

@@ -270,8 +270,8 @@ public struct DemoStory: Sendable {
         }
     }
 
-    static func waitForDrainedQueues(_ topology: Topology) async throws {
-        try await waitUntil(seconds: 120) {
+    static func waitForDrainedQueues(_ topology: Topology, seconds: Double = 120) async throws {
+        try await waitUntil(seconds: seconds) {
             var total = 0
             for c in topology.collectors { total += await DeploymentStatus.collectorStatus(c).queueEvents ?? 0 }
             return total == 0

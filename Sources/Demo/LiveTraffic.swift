@@ -43,6 +43,17 @@ public final class LiveTraffic: Sendable {
     /// The calls at a failed site stop: its sources send nothing more.
     public func stop(source: String) { state.withLock { _ = $0.stopped.insert(source) } }
 
+    /// A stopped source sends again, from now on (what fell due while it was stopped is skipped).
+    public func resume(source: String) {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        state.withLock { s in
+            guard s.stopped.remove(source) != nil else { return }
+            while let e = s.heads[source], e.ts.millisecondsSinceEpoch <= now {
+                s.heads[source] = s.generators[source]!.next()
+            }
+        }
+    }
+
     /// Posts everything due every 100 ms until cancelled.
     public func run() async {
         while !Task.isCancelled {
@@ -99,6 +110,12 @@ public final class LiveTraffic: Sendable {
 
     /// Every event posted so far (acknowledged or not, answered or still in flight).
     public func posted() -> [String: Set<Int64>] { state.withLock { $0.posted } }
+
+    /// What the collectors answered, over all of them: 503s (back-pressure), other errors, and
+    /// attempts nobody answered (a site down, a link cut).
+    public var answers: (backPressure: Int, errors: Int, unanswered: Int) {
+        poster.results.values.reduce((0, 0, 0)) { ($0.0 + $1.backPressure, $0.1 + $1.errors, $0.2 + $1.unanswered) }
+    }
 
     public var acknowledgedCount: Int { state.withLock { $0.acked.values.reduce(0) { $0 + $1.count } } }
 }

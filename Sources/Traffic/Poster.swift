@@ -14,6 +14,11 @@ public final class Poster: @unchecked Sendable {
         public var duplicates = 0
         public var rejected = 0
         public var retries = 0
+        /// 503 answers (back-pressure: a full queue), each retried.
+        public var backPressure = 0
+        /// Answers other than 200, 400 and 503 (an error), and attempts nobody answered.
+        public var errors = 0
+        public var unanswered = 0
         /// Acknowledgement latency of each request, seconds.
         public var latencies: [Double] = []
     }
@@ -66,14 +71,17 @@ public final class Poster: @unchecked Sendable {
                     return status
                 }
                 if status != 503 {
+                    record(base) { $0.errors += 1 }
                     throw PosterError("\(base) answered \(status): \(String(decoding: data, as: UTF8.self))")
                 }
+                record(base) { $0.backPressure += 1 }
                 retryAfter = (response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Retry-After").flatMap(
                     Double.init)
             } catch let e as PosterError {
                 throw e
             } catch {
                 // Unreachable or restarting: try again.
+                record(base) { $0.unanswered += 1 }
             }
             record(base) { $0.retries += 1 }
             guard Date() < deadline else {

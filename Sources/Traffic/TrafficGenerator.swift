@@ -259,7 +259,7 @@ public struct SplitMix: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-    mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
+    public mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
         lo + (hi - lo) * Double(next() >> 11) / Double(1 << 53)
     }
     mutating func exponential(mean: Double) -> Double { -mean * log(1 - uniform(0, 1) + 1e-12) }
