@@ -10,6 +10,8 @@ public struct CollectorSettings: Sendable {
     public var listen: HostPort
     /// libpq conninfo of the IDB's server (as this host reaches it) and the IDB's database.
     public var idbConninfo: String
+    /// The role to log in as instead of the conninfo's (`BCPIPE_DB_USER`).
+    public var idbUser: String?
     public var idbDatabase: String
     public var idbSite: String
     public var queue: DiskQueueConfiguration
@@ -42,7 +44,8 @@ public struct CollectorSettings: Sendable {
 
     /// The settings of collector `name` in `topology`.
     ///
-    /// Environment: `BCPIPE_INGEST_TOKEN`; `BCPIPE_QUEUE_MAX_BYTES`, `BCPIPE_QUEUE_RESERVE_BYTES` and
+    /// Environment: `BCPIPE_DB_USER` (the role it logs in to its IDB as: the IDB's own
+    /// `bcpipe_collector_<database>`); `BCPIPE_INGEST_TOKEN`; `BCPIPE_QUEUE_MAX_BYTES`, `BCPIPE_QUEUE_RESERVE_BYTES` and
     /// `BCPIPE_MAX_REQUEST_BYTES` override the queue bound, the free-disk reserve and the body limit.
     public static func from(
         topology: Topology, name: String, environment: [String: String] = ProcessInfo.processInfo.environment
@@ -67,6 +70,7 @@ public struct CollectorSettings: Sendable {
             idbConninfo: site.postgres, idbDatabase: c.idb.database, idbSite: c.idb.site, queue: queue)
         if let token = environment["BCPIPE_INGEST_TOKEN"], !token.isEmpty { s.token = token }
         if let v = environment["BCPIPE_MAX_REQUEST_BYTES"].flatMap(Int.init) { s.maxRequestBytes = v }
+        if let user = environment["BCPIPE_DB_USER"], !user.isEmpty { s.idbUser = user }
         return s
     }
 }

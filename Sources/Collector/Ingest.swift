@@ -2,6 +2,7 @@ import DiskQueue
 import EventModel
 import Foundation
 import GzipCompression
+import Topology
 import ZstdCompression
 
 /// The answer to an ingest request, independent of the HTTP library.
@@ -36,23 +37,10 @@ struct Ingest: Sendable {
         IngestAnswer(status: status, body: json(["error": message]), retryAfter: retryAfter)
     }
 
-    /// Compares in time independent of where the strings differ.
-    static func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        var diff = UInt8(x.count == y.count ? 0 : 1)
-        for i in 0..<max(x.count, y.count) {
-            diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-        }
-        return diff == 0
-    }
-
     /// Checks the request's headers before its body is read.
     func preflight(authorization: String?, contentType: String?, contentEncoding: String?) -> IngestAnswer? {
         if let token = settings.token {
-            guard let auth = authorization, auth.hasPrefix("Bearer "),
-                Self.constantTimeEquals(String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces), token)
-            else {
+            guard AccessToken.authorizes(authorization, token: token) else {
                 return Self.error(
                     401, "missing or wrong bearer token: send Authorization: Bearer <BCPIPE_INGEST_TOKEN>")
             }

@@ -45,6 +45,7 @@ struct Shipper: Service {
     /// Connects, then ships until the connection fails or shutdown is requested.
     private func shipWhileConnected() async throws {
         var config = PostgresConfiguration(conninfo: settings.idbConninfo, database: settings.idbDatabase)
+        config.user = settings.idbUser
         config.connectTimeout = settings.connectTimeout
         config.operationTimeout = settings.operationTimeout
         config.statementTimeoutMilliseconds = Int(settings.operationTimeout * 1000) - 2000

@@ -42,6 +42,9 @@ public final class CoordinatorServer: @unchecked Sendable {
     private var latest: CoordinatorStatus
     private var mart: PostgresConnection?
     public var pollInterval: Double = 1
+    /// `BCPIPE_COORDINATOR_TOKEN`: when set, everything but `/healthz` needs it (Bearer, or
+    /// Basic with it as the password for a browser), and peers are asked with it.
+    public var token: String? = AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN")
 
     public init(topology: Topology, site: String, logger: Logger) throws {
         guard let s = topology.site(named: site) else {
@@ -95,8 +98,14 @@ public final class CoordinatorServer: @unchecked Sendable {
             var p = CoordinatorStatus.Peer(site: peer.name, reachable: false)
             var request = URLRequest(url: URL(string: "http://\(peer.coordinator)/v1/status")!)
             request.timeoutInterval = 2
+            if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
             do {
-                let (data, _) = try await URLSession.shared.data(for: request)
+                let (data, response) = try await URLSession.shared.data(for: request)
+                if (response as? HTTPURLResponse)?.statusCode == 401 {
+                    throw ControlError(
+                        "\(peer.name)'s coordinator refused this one's token: set the same BCPIPE_COORDINATOR_TOKEN at every site"
+                    )
+                }
                 let other = try JSONDecoder().decode(CoordinatorStatus.self, from: data)
                 p.reachable = true
                 p.epoch = other.control?.epoch
@@ -210,6 +219,7 @@ public final class CoordinatorServer: @unchecked Sendable {
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
         }
+        router.add(middleware: TokenCheck(token: token))
         router.get("/v1/status") { [self] _, _ in
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -243,5 +253,33 @@ public final class CoordinatorServer: @unchecked Sendable {
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         if let m = mart { await m.close() }
+    }
+}
+
+/// Lets `/healthz` through and everything else only with the coordinator token (when one is set).
+struct TokenCheck<Context: RequestContext>: RouterMiddleware {
+    let token: String?
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        guard let token, request.uri.path != "/healthz",
+            !AccessToken.authorizes(request.headers[.authorization], token: token)
+        else { return try await next(request, context) }
+        // A browser (it asks for HTML) is challenged to Basic, so it prompts for the token; API
+        // clients to Bearer (swift-corelibs-foundation's URLSession, answered a Basic challenge
+        // without credentials, never returns — not even at its timeout).
+        let browser = request.headers[.accept]?.contains("text/html") == true
+        return Response(
+            status: .unauthorized,
+            headers: [
+                .contentType: "application/json",
+                .wwwAuthenticate: browser
+                    ? #"Basic realm="bcpipe coordinator""# : #"Bearer realm="bcpipe coordinator""#,
+            ],
+            body: .init(
+                byteBuffer: ByteBuffer(
+                    string:
+                        #"{"error":"missing or wrong token: send Authorization: Bearer <BCPIPE_COORDINATOR_TOKEN> (a browser: any user, the token as the password)"}"#
+                )))
     }
 }

@@ -109,6 +109,7 @@ public final class Extractor: @unchecked Sendable {
 
     private func connect(_ conninfo: String, _ database: String) async throws -> PostgresConnection {
         var config = PostgresConfiguration(conninfo: conninfo, database: database)
+        config.user = settings.dbUser
         if database == "mart" {
             // A cycle's mart transaction can be large after a backlog.
             config.connectTimeout = 3

@@ -18,6 +18,9 @@ public struct ExtractorSettings: Sendable {
     public var lateData: Topology.LateDataPolicy
     public var interval: Double
     public var slaMs: Int64
+    /// The role to log in to the mart and the IDBs as instead of the conninfo's
+    /// (`BCPIPE_DB_USER`: `bcpipe_extractor`).
+    public var dbUser: String? = ProcessInfo.processInfo.environment["BCPIPE_DB_USER"].flatMap { $0.isEmpty ? nil : $0 }
     /// The role the topology gives this site's extractor (the mart's control row, once set, rules).
     public var role: Topology.ExtractorRole = .active
     /// Rows read from one IDB per cycle at most.

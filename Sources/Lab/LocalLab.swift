@@ -107,7 +107,8 @@ public struct LocalLab: Sendable {
                     executable, "extractor", "run", "--site", e.site, "--config", topologyPath(site: e.site),
                     "--listen", "127.0.0.1:\(port)",
                 ],
-                log: siteDirectory(e.site) + "/extractor.log", environment: environment)
+                log: siteDirectory(e.site) + "/extractor.log",
+                environment: environment.merging(["BCPIPE_DB_USER": "bcpipe_extractor"]) { mine, _ in mine })
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
         }
     }
@@ -168,9 +169,12 @@ public struct LocalLab: Sendable {
             guard state.site(site).map({ server(state, $0).isRunning }) == true else { continue }
             try FileManager.default.createDirectory(
                 atPath: siteDirectory(site) + "/run", withIntermediateDirectories: true)
+            // Each collector logs in as its IDB's own role (SQL/idb/003_roles.sql).
+            var own = environment
+            own["BCPIPE_DB_USER"] = own["BCPIPE_DB_USER"] ?? "bcpipe_collector_\(collector.idb.database)"
             let pid = try Processes.spawnDetached(
                 [executable, "collector", "run", "--name", collector.name, "--config", topologyPath(site: site)],
-                log: siteDirectory(site) + "/collector-\(collector.name).log", environment: environment)
+                log: siteDirectory(site) + "/collector-\(collector.name).log", environment: own)
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
             started.append((collector.name, collector.listen.port))
         }

@@ -5,6 +5,9 @@ public struct PostgresConfiguration: Sendable {
     public var conninfo: String
     /// The database to use, overriding any `dbname` in ``conninfo``.
     public var database: String?
+    /// The role to log in as, overriding any `user` in ``conninfo`` (a component's own
+    /// least-privilege role; its password comes from `.pgpass` or `PGPASSFILE` as usual).
+    public var user: String?
     /// Seconds libpq may spend establishing a connection (per host). Default 5.
     public var connectTimeout: Int = 5
     /// Server-side `statement_timeout` in milliseconds (0 disables). Default 60 s.
@@ -47,6 +50,7 @@ public struct PostgresConfiguration: Sendable {
             ("dbname", conninfo),
         ]
         if let database { p.append(("dbname", database)) }
+        if let user { p.append(("user", user)) }
         return p
     }
 

@@ -1,6 +1,7 @@
 import EventModel
 import Foundation
 import Testing
+import Topology
 
 @testable import Collector
 @testable import GzipCompression
@@ -65,10 +66,20 @@ struct CollectorLogicTests {
     }
 
     @Test func tokenComparisonIsExact() {
-        #expect(Ingest.constantTimeEquals("secret", "secret"))
-        #expect(!Ingest.constantTimeEquals("secret", "secreT"))
-        #expect(!Ingest.constantTimeEquals("secret", "secret2"))
-        #expect(!Ingest.constantTimeEquals("", "x"))
+        #expect(AccessToken.constantTimeEquals("secret", "secret"))
+        #expect(!AccessToken.constantTimeEquals("secret", "secreT"))
+        #expect(!AccessToken.constantTimeEquals("secret", "secret2"))
+        #expect(!AccessToken.constantTimeEquals("", "x"))
+        #expect(AccessToken.authorizes("Bearer secret", token: "secret"))
+        #expect(AccessToken.authorizes("bearer  secret ", token: "secret"))
+        #expect(!AccessToken.authorizes("Bearer secre", token: "secret"))
+        #expect(!AccessToken.authorizes(nil, token: "secret"))
+        #expect(!AccessToken.authorizes("secret", token: "secret"))
+        // A browser's Basic authentication: any user, the token as the password.
+        let basic = Data("operator:secret".utf8).base64EncodedString()
+        #expect(AccessToken.authorizes("Basic \(basic)", token: "secret"))
+        #expect(!AccessToken.authorizes("Basic \(Data("operator:nope".utf8).base64EncodedString())", token: "secret"))
+        #expect(!AccessToken.authorizes("Basic %%%", token: "secret"))
     }
 
     @Test func gzipRoundTripsAndRefusesBombsAndGarbage() throws {

@@ -1,0 +1,135 @@
+import Foundation
+import Lab
+import PostgresClient
+import Testing
+import Topology
+
+/// Least privilege (SQL/idb/003_roles.sql, SQL/mart/005–006): what each role the migrations
+/// create may and may not do, on the lab's real servers, and that the lab's processes log in as
+/// them. Everything a role may do is tried inside a transaction that is rolled back.
+@Suite("Database roles", .serialized)
+struct RoleTests {
+    static let insufficientPrivilege = "42501"
+
+    static func connect(_ topology: Topology, site: String, database: String, user: String) async throws
+        -> PostgresConnection
+    {
+        var config = PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: database)
+        config.user = user
+        config.connectTimeout = 5
+        return try await PostgresConnection.connect(config)
+    }
+
+    /// The statement is refused for lack of privilege (SQLSTATE 42501), and nothing changes.
+    static func refused(_ c: PostgresConnection, _ sql: String, sourceLocation: SourceLocation = #_sourceLocation)
+        async
+    {
+        do {
+            try await c.execute("BEGIN")
+            _ = try await c.query(sql)
+            Issue.record("allowed: \(sql)", sourceLocation: sourceLocation)
+        } catch let e as PostgresError {
+            #expect(e.sqlState == insufficientPrivilege, "\(sql): \(e)", sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("\(sql): \(error)", sourceLocation: sourceLocation)
+        }
+        _ = try? await c.execute("ROLLBACK")
+    }
+
+    /// The statement is allowed (and rolled back).
+    static func allowed(_ c: PostgresConnection, _ sql: String, sourceLocation: SourceLocation = #_sourceLocation)
+        async
+    {
+        do {
+            try await c.execute("BEGIN")
+            _ = try await c.query(sql)
+        } catch {
+            Issue.record("refused: \(sql): \(error)", sourceLocation: sourceLocation)
+        }
+        _ = try? await c.execute("ROLLBACK")
+    }
+
+    /// Connecting is refused: no CONNECT privilege on that database.
+    static func cannotConnect(
+        _ t: Topology, site: String, database: String, user: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) async {
+        do {
+            let c = try await connect(t, site: site, database: database, user: user)
+            await c.close()
+            Issue.record("\(user) connected to \(site)/\(database)", sourceLocation: sourceLocation)
+        } catch let e as PostgresError {
+            #expect(
+                e.description.contains("permission denied for database"), "\(e)", sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("\(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func eachRoleMayDoItsJobAndNothingElse() async throws {
+        let lab = try TestLab.makeLab(name: "roles")
+        TestLab.registerCleanup(lab)
+        var o = LocalLab.Options()
+        o.basePort = TestLab.basePort + 3400
+        o.stuckThreshold = 3600
+        o.traffic = 50
+        try await lab.up(o)
+        let t = try Topology.load(path: lab.topologyPath)
+        let event =
+            "INSERT INTO idb.events (source, seq, ts, type, agent) VALUES ('site1/voice', 1, now(), 'agent.login', 'a1')"
+
+        // A collector: appends to its own IDB, changes nothing stored, reaches nothing else.
+        let collector = "bcpipe_collector_idb_site1_a"
+        let idb = try await Self.connect(t, site: "site1", database: "idb_site1_a", user: collector)
+        await Self.allowed(idb, event)
+        await Self.allowed(idb, "SELECT count(*) FROM idb.events")
+        await Self.refused(idb, "UPDATE idb.events SET queue = 'x'")
+        await Self.refused(idb, "DELETE FROM idb.events")
+        await Self.refused(idb, "TRUNCATE idb.events")
+        await Self.refused(idb, "DROP TABLE idb.events")
+        await Self.refused(idb, "CREATE TABLE idb.mine (x int)")
+        await Self.refused(idb, "INSERT INTO idb.fence (failed_site, epoch, declared_by) VALUES ('site2', 9, 'me')")
+        await idb.close()
+        await Self.cannotConnect(t, site: "site1", database: "idb_site2_b", user: collector)
+        await Self.cannotConnect(t, site: "site1", database: "mart", user: collector)
+
+        // The extractor: reads the IDBs, writes the star schema and its own progress; cannot
+        // touch what collectors stored, nor the phase, the epoch, the journal or the retired set.
+        let xIDB = try await Self.connect(t, site: "site2", database: "idb_site2_a", user: "bcpipe_extractor")
+        await Self.allowed(xIDB, "SELECT count(*) FROM idb.events")
+        await Self.allowed(xIDB, "SELECT count(*) FROM idb.fence")
+        await Self.refused(xIDB, event)
+        await Self.refused(xIDB, "DELETE FROM idb.events")
+        await xIDB.close()
+        let xMart = try await Self.connect(t, site: "site1", database: "mart", user: "bcpipe_extractor")
+        await Self.allowed(xMart, "DELETE FROM mart.event")
+        await Self.allowed(xMart, "UPDATE control.watermark SET last_ingest_id = last_ingest_id")
+        await Self.allowed(xMart, "SELECT epoch FROM control.deployment FOR SHARE")
+        await Self.refused(xMart, "UPDATE control.deployment SET epoch = epoch + 1")
+        await Self.refused(xMart, "UPDATE control.deployment SET phase = 'emergency'")
+        await Self.refused(xMart, "DELETE FROM control.journal")
+        await Self.refused(xMart, "DELETE FROM control.retired")
+        await Self.refused(xMart, "ALTER ROLE bcpipe_reporting IN DATABASE mart RESET default_transaction_read_only")
+        await xMart.close()
+
+        // Reporting: the report schema, read only; nothing of the mart's tables or control.
+        let report = try await Self.connect(t, site: "site1", database: "mart", user: "bcpipe_reporting")
+        await Self.allowed(report, "SELECT count(*) FROM report.interactions")
+        await Self.allowed(report, "SELECT count(*) FROM report.queue_hourly")
+        await Self.refused(report, "SELECT count(*) FROM mart.event")
+        await Self.refused(report, "SELECT * FROM control.deployment")
+        await Self.refused(report, "CREATE TABLE report.mine (x int)")
+        await report.close()
+        await Self.cannotConnect(t, site: "site1", database: "idb_site1_a", user: "bcpipe_reporting")
+
+        // The lab's processes log in as these roles.
+        let owner = try await PostgresConnection.connect(
+            PostgresConfiguration(conninfo: t.site(named: "site1")!.postgres, database: "postgres"))
+        try await CollectorTests.waitUntil("the collectors and the extractor are connected", timeout: 60) {
+            let users = Set(
+                try await owner.query("SELECT usename FROM pg_stat_activity WHERE usename IS NOT NULL").map { $0[0]! })
+            return users.isSuperset(of: [collector, "bcpipe_collector_idb_site2_b", "bcpipe_extractor"])
+        }
+        await owner.close()
+        try lab.down(remove: true)
+    }
+}
