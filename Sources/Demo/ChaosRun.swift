@@ -265,7 +265,7 @@ public struct ChaosRun: Sendable {
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - 500
         var expected = traffic.acknowledged(through: cutoff)
         let acknowledged = expected.values.reduce(0) { $0 + $1.count }
-        var sent = traffic.posted()
+        var heldKeys: [String: Set<Int64>] = [:]
         var lostWithSite = 0
         if let failure {
             for source in topology.sources where source.site == failure.site {
@@ -274,7 +274,7 @@ public struct ChaosRun: Sendable {
                 let before = held.filter { $0.value <= failure.at }
                 lostWithSite += acked.filter { $0.value <= failure.at && before[$0.key] == nil }.count
                 expected[source.name] = before.merging(acked.filter { $0.value >= failure.resumed }) { a, _ in a }
-                sent[source.name, default: []].formUnion(held.keys)
+                heldKeys[source.name, default: []].formUnion(held.keys)
             }
         }
         let cutoffTs = PostgresTimestamp(millisecondsSinceEpoch: cutoff)
@@ -314,7 +314,7 @@ public struct ChaosRun: Sendable {
         defer { Task { await mart.close() } }
         var r = try await Reconciliation.run(
             mart: mart, martName: "\(reporting.name)/mart", writer: reporting.name, expected: expected,
-            sentAtAll: sent, cutoff: cutoff, timeout: 180)
+            sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } }, cutoff: cutoff, timeout: 180)
         r.lostWithFailedSite = lostWithSite
         var counted = 0
         for c in topology.collectors { counted += await DeploymentStatus.collectorStatus(c).lostEvents ?? 0 }

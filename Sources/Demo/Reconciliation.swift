@@ -52,11 +52,13 @@ public struct Reconciliation: Codable, Sendable {
     /// `timeout` s) until the mart's extractor is complete through it.
     /// - Parameters:
     ///   - expected: source → seq → event time (ms), heartbeats aside.
-    ///   - sentAtAll: every (source, seq) ever sent, acknowledged or not.
+    ///   - sentAtAll: every (source, seq) ever sent, acknowledged or not — asked for after the
+    ///     mart was read, so that an event sent late (stamped before the cutoff, posted after it)
+    ///     and already in the mart is known as sent.
     ///   - writer: the site whose extractor row tells how far the mart is complete.
     static func run(
         mart: PostgresConnection, martName: String, writer: String, expected: [String: [Int64: Int64]],
-        sentAtAll: [String: Set<Int64>], cutoff: Int64, timeout: Double = 120
+        sentAtAll: () -> [String: Set<Int64>], cutoff: Int64, timeout: Double = 120
     ) async throws -> Reconciliation {
         let cutoffTs = PostgresTimestamp(millisecondsSinceEpoch: cutoff)
         var r = Reconciliation(
@@ -96,6 +98,7 @@ public struct Reconciliation: Codable, Sendable {
         ).map {
             (try $0.decode(0, as: String.self), try $0.decode(1, as: Int64.self), try $0.decode(2, as: Double.self))
         }
+        let sentAtAll = sentAtAll()
         for source in sources {
             let want = expected[source] ?? [:]
             let have = inMart[source] ?? []

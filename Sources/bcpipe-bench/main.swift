@@ -260,6 +260,16 @@ if only.contains("lag") {
     }
 }
 
+// 10. Sustained load (not in the default set: 10 minutes; scripts/load).
+if only.contains("load") {
+    print("")
+    let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 800
+    let env = ProcessInfo.processInfo.environment
+    try await runLoad(
+        workDir: workDir, basePort: basePort, seconds: env["BENCH_LOAD_SECONDS"].flatMap(Double.init) ?? 600,
+        eventsPerSecond: env["BENCH_LOAD_RATE"].flatMap(Double.init) ?? 100_000)
+}
+
 // BENCHMARKS.md: every figure beside its baseline and goal, and the machine (BENCH_REPORT=path).
 if let path = ProcessInfo.processInfo.environment["BENCH_REPORT"], !path.isEmpty {
     try writeBenchmarks(to: path, events: eventCount, started: benchStarted)

@@ -1,0 +1,192 @@
+import EventModel
+import Foundation
+import Lab
+import Synchronization
+import Topology
+import Traffic
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Sustained load (`BENCH_ONLY=load`, `scripts/load`): both sites up, every source's batches
+/// sent to both collectors of its pair at a paced rate for `seconds`, the WAN cut for the middle
+/// fifth. Prints every answer that was not 200 (only 503 back-pressure is allowed), each
+/// collector's RSS over the run (flat: the last minute's within a margin of the second's), the
+/// queues' peak and the time they take to drain once the link is back.
+func runLoad(workDir: String, basePort: Int, seconds: Double, eventsPerSecond: Double) async throws {
+    var options = LocalLab.Options()
+    options.basePort = basePort
+    options.stuckThreshold = 3600
+    // The collectors are what is measured; the extractors would only fight them for two cores.
+    options.startExtractors = false
+    let lab = try await startBenchLab(workDir + "/load-lab", options)
+    defer { try? lab.down(remove: true) }
+    let topology = try Topology.load(path: lab.topologyPath)
+    let poster = Poster(token: nil)
+    let batch = 1000
+    print(
+        "load: \(rate(eventsPerSecond))events/s over \(topology.sources.count) sources for \(Int(seconds)) s, each batch of \(batch) to both collectors of its pair; WAN cut from \(Int(seconds * 0.4)) s to \(Int(seconds * 0.6)) s"
+    )
+
+    // Pre-built bodies per source, reused with fresh seqs would cost encoding time; instead each
+    // sender encodes its own batches as it goes (the generator is cheap next to the collector).
+    let perSource = eventsPerSecond / Double(topology.sources.count)
+    let t0 = Date()
+    let deadline = t0.addingTimeInterval(seconds)
+    let sent = LoadCount()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (i, source) in topology.sources.enumerated() {
+            let urls = topology.collectors.filter { $0.source == source.name }.map { "http://\($0.listen)" }
+            // Several senders per source, each with its own seq range, so requests overlap.
+            let senders = 4
+            for s in 0..<senders {
+                group.addTask {
+                    var gen = TrafficGenerator(
+                        source: source.name, seed: UInt64(i * 100 + s),
+                        start: Int64(Date().timeIntervalSince1970 * 1000),
+                        firstSeq: Int64(s) * 1_000_000_000_000 + 1,
+                        profile: .staffed(arrivalsPerSecond: 2000))
+                    let interval = Double(batch) / (perSource / Double(senders))
+                    var next = Date()
+                    while Date() < deadline {
+                        var body: [UInt8] = []
+                        body.reserveCapacity(batch * 230)
+                        for _ in 0..<batch {
+                            gen.next()!.appendJSON(to: &body)
+                            body.append(10)
+                        }
+                        let payload = body
+                        await withTaskGroup(of: Void.self) { pair in
+                            for url in urls {
+                                pair.addTask { _ = try? await poster.post(payload, to: url, patience: 60) }
+                            }
+                        }
+                        sent.add(batch)
+                        next = next.addingTimeInterval(interval)
+                        let wait = next.timeIntervalSinceNow
+                        if wait > 0 { try await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
+                    }
+                }
+            }
+        }
+        // The WAN cut for the middle fifth; RSS and queues sampled every 5 s.
+        group.addTask {
+            var cut = false
+            var restored = false
+            while Date() < deadline {
+                let t = Date().timeIntervalSince(t0)
+                if !cut && t >= seconds * 0.4 {
+                    try lab.setLink("site1", "site2", .refuse)
+                    cut = true
+                    print(String(format: "[%5.0f s] WAN cut", t))
+                }
+                if cut && !restored && t >= seconds * 0.6 {
+                    try lab.setLink("site1", "site2", .up)
+                    restored = true
+                    print(String(format: "[%5.0f s] WAN restored", t))
+                }
+                try await sampleLoad(lab, topology, at: t, sent: sent.value)
+                try await Task.sleep(for: .seconds(5))
+            }
+            if !restored { try lab.setLink("site1", "site2", .up) }
+        }
+        try await group.waitForAll()
+    }
+    let elapsed = Date().timeIntervalSince(t0)
+    let totals = poster.results.values
+    let accepted = totals.reduce(0) { $0 + $1.accepted }
+    let duplicates = totals.reduce(0) { $0 + $1.duplicates }
+    let rejected = totals.reduce(0) { $0 + $1.rejected }
+    let backPressure = totals.reduce(0) { $0 + $1.backPressure }
+    let errors = totals.reduce(0) { $0 + $1.errors }
+    let unanswered = totals.reduce(0) { $0 + $1.unanswered }
+    let latencies = totals.flatMap(\.latencies).sorted()
+    let p99 = latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
+
+    // Drained after: time from the end of the load until every queue is empty.
+    let drainStart = Date()
+    var peakQueue = 0
+    while true {
+        var total = 0
+        for c in topology.collectors { total += try await loadStatus(c).queued }
+        peakQueue = max(peakQueue, total)
+        if total == 0 { break }
+        try await Task.sleep(for: .milliseconds(250))
+    }
+    let drain = Date().timeIntervalSince(drainStart)
+    let samples = loadSamples.withLock { $0 }
+    print("")
+    print(
+        "load: \(sent.value) events sent in \(fmt(elapsed, 0)) s = \(rate(Double(sent.value) / elapsed))events/s (target \(rate(eventsPerSecond))), \(accepted) accepted by the collectors (each event by both of its pair; \(duplicates) more answered as duplicates of a retried request, \(rejected) rejected), request p99 \(fmt(p99 * 1000, 1)) ms"
+    )
+    print("load: answers other than 200: 503 \(backPressure), other errors \(errors), unanswered \(unanswered)")
+    print("load: queues drained \(fmt(drain, 1)) s after the load ended (\(peakQueue) events queued then)")
+    var flat = true
+    for c in topology.collectors {
+        let rss = samples.compactMap { s in s.rss[c.name].map { (s.t, $0) } }
+        guard let early = rss.first(where: { $0.0 >= 60 }) ?? rss.first, let late = rss.last else { continue }
+        let peak = rss.map(\.1).max() ?? 0
+        let grew = late.1 - early.1
+        if grew > max(16, early.1 / 4) { flat = false }
+        print(
+            "load: collector \(c.name) RSS \(early.1) MiB at \(Int(early.0)) s, \(late.1) MiB at \(Int(late.0)) s, peak \(peak) MiB"
+        )
+    }
+    let ok = errors == 0 && flat
+    print(
+        "load: \(ok ? "PASS" : "FAIL"): \(errors == 0 ? "no error answers" : "\(errors) error answers"), memory \(flat ? "flat" : "GREW")"
+    )
+    figure(
+        "Load", "sustained ingest for \(Int(seconds)) s, WAN cut for the middle fifth (each batch to both collectors)",
+        "\(rate(Double(sent.value) / elapsed))events/s sent, request p99 \(fmt(p99 * 1000, 1)) ms",
+        baseline: "target \(rate(eventsPerSecond))events/s",
+        goal: "errors \(errors), 503s \(backPressure), memory \(flat ? "flat" : "grew"), drained in \(fmt(drain, 1)) s")
+}
+
+final class LoadCount: Sendable {
+    let count = Mutex(0)
+    func add(_ n: Int) { count.withLock { $0 += n } }
+    var value: Int { count.withLock { $0 } }
+}
+
+struct LoadSample: Sendable {
+    var t: Double
+    var rss: [String: Int]  // MiB
+    var queued: Int
+}
+
+let loadSamples = Mutex<[LoadSample]>([])
+
+func loadStatus(_ c: Topology.Collector) async throws -> (queued: Int, reachable: Bool) {
+    var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/status")!)
+    request.timeoutInterval = 5
+    let (data, _) = try await URLSession.shared.data(for: request)
+    let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+    return (
+        (json?["queue"] as? [String: Any])?["events"] as? Int ?? 0,
+        (json?["idb"] as? [String: Any])?["reachable"] as? Bool ?? false
+    )
+}
+
+func sampleLoad(_ lab: LocalLab, _ topology: Topology, at t: Double, sent: Int) async throws {
+    var rss: [String: Int] = [:]
+    var queued = 0
+    for c in topology.collectors {
+        let pid =
+            (try? String(contentsOfFile: try lab.collectorPIDFile(c.name), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        if let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kb = Int(line.split(separator: " ").dropFirst().first ?? "")
+        {
+            rss[c.name] = kb / 1024
+        }
+        queued += (try? await loadStatus(c).queued) ?? 0
+    }
+    loadSamples.withLock { $0.append(LoadSample(t: t, rss: rss, queued: queued)) }
+    print(
+        String(format: "[%5.0f s] ", t)
+            + "sent \(sent) · queued \(queued) · RSS MiB \(topology.collectors.map { "\($0.name) \(rss[$0.name] ?? -1)" }.joined(separator: ", "))"
+    )
+}
