@@ -128,7 +128,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
-                "Coordinator",
+                "Coordinator", "Traffic", "ZstdCompression",
             ]),
     ],
     swiftLanguageModes: [.v6]
