@@ -78,13 +78,15 @@ struct StatusPageTests {
             await #expect(throws: PostgresError.self) { try await c.query("SELECT count(*) FROM mart.event") }
             return try await c.query("SELECT inet_server_port()::text")[0][0]!
         }
+        // (Until a coordinator's round has made the role writable on the reporting mart, both
+        // servers refuse: "session is read-only".)
         try await CollectorTests.waitUntil("reporting clients land on site1", timeout: 30) {
-            try await reportingPort() == String(ports[0])
+            (try? await reportingPort()) == String(ports[0])
         }
         let switched = try DisasterRecoveryTests.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
         #expect(switched.status == 0, "\(switched.text)")
         try await CollectorTests.waitUntil("reporting clients land on site2", timeout: 30) {
-            try await reportingPort() == String(ports[1])
+            (try? await reportingPort()) == String(ports[1])
         }
 
         // Live: a WAN cut shows on the next load (the -b collectors queue, site2 is unreachable).
