@@ -1,3 +1,4 @@
+import Coordinator
 import EventModel
 import Foundation
 import Lab
@@ -5,9 +6,6 @@ import Synchronization
 import Topology
 import Traffic
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
 
 /// Sustained load (`BENCH_ONLY=load`, `scripts/load`): both sites up, every source's batches
 /// sent to both collectors of its pair at a paced rate for `seconds`, the WAN cut for the middle
@@ -32,8 +30,7 @@ func runLoad(workDir: String, basePort: Int, seconds: Double, eventsPerSecond: D
         "load: \(rate(eventsPerSecond))events/s over \(topology.sources.count) sources for \(Int(seconds)) s, each batch of \(batch) to both collectors of its pair; WAN cut from \(Int(seconds * 0.4)) s to \(Int(seconds * 0.6)) s"
     )
 
-    // Pre-built bodies per source, reused with fresh seqs would cost encoding time; instead each
-    // sender encodes its own batches as it goes (the generator is cheap next to the collector).
+    // Each source's sender encodes its batches as it goes (the generator is cheap next to the collector).
     let perSource = eventsPerSecond / Double(topology.sources.count)
     let t0 = Date()
     let deadline = t0.addingTimeInterval(seconds)
@@ -41,34 +38,29 @@ func runLoad(workDir: String, basePort: Int, seconds: Double, eventsPerSecond: D
     try await withThrowingTaskGroup(of: Void.self) { group in
         for (i, source) in topology.sources.enumerated() {
             let urls = topology.collectors.filter { $0.source == source.name }.map { "http://\($0.listen)" }
-            let senders = 1
-            for s in 0..<senders {
-                group.addTask {
-                    var gen = TrafficGenerator(
-                        source: source.name, seed: UInt64(i * 100 + s),
-                        start: Int64(Date().timeIntervalSince1970 * 1000),
-                        firstSeq: Int64(s) * 1_000_000_000_000 + 1,
-                        profile: .staffed(arrivalsPerSecond: 2000))
-                    let interval = Double(batch) / (perSource / Double(senders))
-                    var next = Date()
-                    while Date() < deadline {
-                        var body: [UInt8] = []
-                        body.reserveCapacity(batch * 230)
-                        for _ in 0..<batch {
-                            gen.next()!.appendJSON(to: &body)
-                            body.append(10)
-                        }
-                        let payload = body
-                        await withTaskGroup(of: Void.self) { pair in
-                            for url in urls {
-                                pair.addTask { _ = try? await poster.post(payload, to: url, patience: 60) }
-                            }
-                        }
-                        sent.add(batch)
-                        next = next.addingTimeInterval(interval)
-                        let wait = next.timeIntervalSinceNow
-                        if wait > 0 { try await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
+            group.addTask {
+                var gen = TrafficGenerator(
+                    source: source.name, seed: UInt64(i), start: Int64(Date().timeIntervalSince1970 * 1000),
+                    firstSeq: 1, profile: .staffed(arrivalsPerSecond: 2000))
+                let interval = Double(batch) / perSource
+                var next = Date()
+                while Date() < deadline {
+                    var body: [UInt8] = []
+                    body.reserveCapacity(batch * 230)
+                    for _ in 0..<batch {
+                        gen.next()!.appendJSON(to: &body)
+                        body.append(10)
                     }
+                    let payload = body
+                    await withTaskGroup(of: Void.self) { pair in
+                        for url in urls {
+                            pair.addTask { _ = try? await poster.post(payload, to: url, patience: 60) }
+                        }
+                    }
+                    sent.add(batch)
+                    next = next.addingTimeInterval(interval)
+                    let wait = next.timeIntervalSinceNow
+                    if wait > 0 { try await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
                 }
             }
         }
@@ -111,7 +103,7 @@ func runLoad(workDir: String, basePort: Int, seconds: Double, eventsPerSecond: D
     var peakQueue = 0
     while true {
         var total = 0
-        for c in topology.collectors { total += try await loadStatus(c).queued }
+        for c in topology.collectors { total += await DeploymentStatus.collectorStatus(c).queueEvents ?? 0 }
         peakQueue = max(peakQueue, total)
         if total == 0 { break }
         try await Task.sleep(for: .milliseconds(250))
@@ -161,17 +153,6 @@ struct LoadSample: Sendable {
 
 let loadSamples = Mutex<[LoadSample]>([])
 
-func loadStatus(_ c: Topology.Collector) async throws -> (queued: Int, reachable: Bool) {
-    var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/status")!)
-    request.timeoutInterval = 5
-    let (data, _) = try await URLSession.shared.data(for: request)
-    let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-    return (
-        (json?["queue"] as? [String: Any])?["events"] as? Int ?? 0,
-        (json?["idb"] as? [String: Any])?["reachable"] as? Bool ?? false
-    )
-}
-
 func sampleLoad(_ lab: LocalLab, _ topology: Topology, at t: Double, sent: Int) async throws {
     var rss: [String: Int] = [:]
     var queued = 0
@@ -185,7 +166,7 @@ func sampleLoad(_ lab: LocalLab, _ topology: Topology, at t: Double, sent: Int) 
         {
             rss[c.name] = kb / 1024
         }
-        queued += (try? await loadStatus(c).queued) ?? 0
+        queued += await DeploymentStatus.collectorStatus(c).queueEvents ?? 0
     }
     loadSamples.withLock { $0.append(LoadSample(t: t, rss: rss, queued: queued)) }
     print(
