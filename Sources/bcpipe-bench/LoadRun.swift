@@ -6,7 +6,6 @@ import Synchronization
 import Topology
 import Traffic
 
-
 /// Sustained load (`BENCH_ONLY=load`, `scripts/load`): both sites up, every source's batches
 /// sent to both collectors of its pair at a paced rate for `seconds`, the WAN cut for the middle
 /// fifth. Prints every answer that was not 200 (only 503 back-pressure is allowed), each
