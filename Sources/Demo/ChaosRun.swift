@@ -263,20 +263,10 @@ public struct ChaosRun: Sendable {
     ) async throws -> Ledger {
         try await Task.sleep(for: .seconds(1))
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - 500
-        var expected = traffic.acknowledged(through: cutoff)
-        let acknowledged = expected.values.reduce(0) { $0 + $1.count }
-        var heldKeys: [String: Set<Int64>] = [:]
-        var lostWithSite = 0
-        if let failure {
-            for source in topology.sources where source.site == failure.site {
-                let held = try await DemoStory.survivingIDBEvents(topology, source: source.name, failed: failure.site)
-                let acked = expected[source.name] ?? [:]
-                let before = held.filter { $0.value <= failure.at }
-                lostWithSite += acked.filter { $0.value <= failure.at && before[$0.key] == nil }.count
-                expected[source.name] = before.merging(acked.filter { $0.value >= failure.resumed }) { a, _ in a }
-                heldKeys[source.name, default: []].formUnion(held.keys)
-            }
-        }
+        let acknowledged = traffic.acknowledged(through: cutoff).values.reduce(0) { $0 + $1.count }
+        let (expected, heldKeys, lostWithSite) = try await traffic.expectations(
+            topology, through: cutoff, failedSite: failure?.site, failedAt: failure?.at ?? cutoff,
+            resumedAt: failure?.resumed)
         let cutoffTs = PostgresTimestamp(millisecondsSinceEpoch: cutoff)
         func count(_ site: Topology.Site, _ database: String, _ sql: String) async -> Int {
             var config = PostgresConfiguration(conninfo: site.postgres, database: database)

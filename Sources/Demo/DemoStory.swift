@@ -111,19 +111,8 @@ public struct DemoStory: Sendable {
         func reconcile(_ a: inout Act, reporting: String, failed: String? = nil) async throws -> Reconciliation {
             try await Task.sleep(for: .seconds(1))
             let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - 500
-            var expected = traffic.acknowledged(through: cutoff)
-            var heldKeys: [String: Set<Int64>] = [:]
-            var lostWithSite = 0
-            if let failed {
-                // A failed site's sources: what the surviving IDBs hold is what can be reported.
-                for source in observer.sources where source.site == failed {
-                    let held = try await Self.survivingIDBEvents(observer, source: source.name, failed: failed)
-                    let acked = expected[source.name] ?? [:]
-                    lostWithSite += acked.keys.filter { !held.keys.contains($0) }.count
-                    expected[source.name] = held.filter { $0.value <= cutoff }
-                    heldKeys[source.name, default: []].formUnion(held.keys)
-                }
-            }
+            let (expected, heldKeys, lostWithSite) = try await traffic.expectations(
+                observer, through: cutoff, failedSite: failed, failedAt: cutoff)
             let site = observer.site(named: reporting)!
             let mart = try await PostgresConnection.connect(
                 PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase))

@@ -118,4 +118,29 @@ public final class LiveTraffic: Sendable {
     }
 
     public var acknowledgedCount: Int { state.withLock { $0.acked.values.reduce(0) { $0 + $1.count } } }
+
+    /// What the reporting mart must hold through `cutoff`: what was acknowledged — except a
+    /// failed site's sources, whose events up to the failure are what the surviving IDBs hold
+    /// (and, once they send again after return to normal, what was acknowledged since).
+    /// - Returns: the expected events (source → seq → time, ms), the surviving IDBs' seqs of the
+    ///   failed site's sources (sent, whatever the ledger says), and how many acknowledged events
+    ///   only the failed site's disks held (CONTRACT 6.1's one allowed loss).
+    func expectations(
+        _ topology: Topology, through cutoff: Int64, failedSite: String?, failedAt: Int64, resumedAt: Int64? = nil
+    ) async throws -> (expected: [String: [Int64: Int64]], held: [String: Set<Int64>], lostWithSite: Int) {
+        var expected = acknowledged(through: cutoff)
+        var heldKeys: [String: Set<Int64>] = [:]
+        var lostWithSite = 0
+        guard let failedSite else { return (expected, heldKeys, 0) }
+        for source in topology.sources where source.site == failedSite {
+            let held = try await DemoStory.survivingIDBEvents(topology, source: source.name, failed: failedSite)
+            let acked = expected[source.name] ?? [:]
+            let before = held.filter { $0.value <= min(failedAt, cutoff) }
+            lostWithSite += acked.filter { $0.value <= failedAt && before[$0.key] == nil }.count
+            let since = resumedAt.map { r in acked.filter { $0.value >= r } } ?? [:]
+            expected[source.name] = before.merging(since) { a, _ in a }
+            heldKeys[source.name, default: []].formUnion(held.keys)
+        }
+        return (expected, heldKeys, lostWithSite)
+    }
 }
