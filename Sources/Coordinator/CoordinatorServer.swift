@@ -149,20 +149,19 @@ public final class CoordinatorServer: @unchecked Sendable {
         let readWrite = c.role == "active" && c.fencedReason == nil && c.reportingSite == site.name
         let rows = try await m.query(
             """
-            SELECT r.oid IS NOT NULL,
+            SELECT r.oid IS NOT NULL AND to_regprocedure('control.set_reporting_read_only(boolean)') IS NOT NULL,
                    EXISTS (SELECT 1 FROM pg_db_role_setting d, unnest(d.setconfig) AS s(setting)
                            WHERE d.setrole = r.oid
                              AND d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
                              AND s.setting = 'default_transaction_read_only=on')
             FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = 'bcpipe_reporting') AS oid) r
             """)
-        // The role comes with the mart's migrations; until they ran there is nothing to keep.
+        // The role and the function come with the mart's migrations; until they ran there is
+        // nothing to keep.
         guard rows.first?[0] == "t" else { return }
         let readOnlyNow = rows[0][1] == "t"
         guard readOnlyNow == readWrite else { return }
-        try await m.execute(
-            "ALTER ROLE bcpipe_reporting IN DATABASE \(Topology.martDatabase) \(readWrite ? "RESET default_transaction_read_only" : "SET default_transaction_read_only = on")"
-        )
+        try await m.query("SELECT control.set_reporting_read_only($1)", [!readWrite])
         logger.info(
             "reporting role \(readWrite ? "read-write: this is the reporting mart" : "read-only: not the reporting mart")"
         )
@@ -192,7 +191,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         let publisher = try await PostgresConnection.connect(config, logger: logger)
         defer { Task { await publisher.close() } }
         try await Replication.ensurePublication(publisher)
-        try await Replication.subscribe(m, site: site.name, publisherConninfo: active.postgres)
+        try await Replication.subscribe(m, site: site.name, publisher: publisher, publisherConninfo: active.postgres)
         s.subscribed = true
         logger.notice(
             "standby mart subscribed to the active mart",

@@ -220,7 +220,7 @@ public struct DisasterRecovery: Sendable {
             {
                 // Promoted before its initial copy finished: what it holds is not one consistent
                 // state, so it starts over from the surviving IDBs (the merge takes each event once).
-                try await mart.execute("ALTER SUBSCRIPTION \(Replication.subscription(of: survivor.name)) DISABLE")
+                try await Replication.detach(mart, site: survivor.name)
                 try await mart.execute("TRUNCATE \(Replication.tables.joined(separator: ", "))")
                 for source in failedSources {  // the retire step's mark on them went with the truncation
                     try await mart.query(

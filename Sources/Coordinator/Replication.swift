@@ -28,10 +28,13 @@ public enum Replication {
         "bcpipe_\(site.replacingOccurrences(of: "-", with: "_"))"
     }
 
+    /// The publication is made by the mart's migrations (SQL/mart/007_coordinator_role.sql).
     public static func ensurePublication(_ publisher: PostgresConnection) async throws {
         let exists = try await publisher.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [publication])
         if exists.isEmpty {
-            try await publisher.execute("CREATE PUBLICATION \(publication) FOR TABLE \(tables.joined(separator: ", "))")
+            throw ControlError(
+                "\(publisher.configuration.targetDescription) has no publication \(publication): its mart's migrations have not all run; run bcpipe db migrate for that site"
+            )
         }
     }
 
@@ -41,27 +44,50 @@ public enum Replication {
     }
 
     /// Subscribes `subscriber` (the mart of `site`) to the publisher at `publisherConninfo`.
-    /// `slot`: an existing slot to start from (return to normal, `copy_data = false`); otherwise
-    /// one is created and, unless `copyData` is false (both marts hold the same rows already),
-    /// the tables are copied first. Rows travel in binary (both marts have the same schema), and
-    /// big transactions stream while they run rather than after their commit.
+    /// `existingSlot`: a slot to start from (return to normal, `copy_data = false`); otherwise a
+    /// fresh one is made on `publisher` (any stale one of that name dropped first) and, unless
+    /// `copyData` is false (both marts hold the same rows already), the tables are copied first.
+    /// Rows travel in binary (both marts have the same schema), and big transactions stream while
+    /// they run rather than after their commit. The subscription itself is made by
+    /// `control.subscribe` (a SECURITY DEFINER function: PostgreSQL 15 lets only a superuser
+    /// create one), and connects to the publisher as the role logged in here.
     public static func subscribe(
-        _ subscriber: PostgresConnection, site: String, publisherConninfo: String, existingSlot slot: String? = nil,
-        copyData: Bool = true
+        _ subscriber: PostgresConnection, site: String, publisher: PostgresConnection, publisherConninfo: String,
+        existingSlot: String? = nil, copyData: Bool = true
     ) async throws {
         let name = subscription(of: site)
-        let conninfo = PostgresConnection.quoteLiteral("\(publisherConninfo) dbname=mart connect_timeout=5")
-        var options = ["binary = true", "streaming = on"]
-        if let slot {
-            options += [
-                "copy_data = false", "create_slot = false", "slot_name = \(PostgresConnection.quoteLiteral(slot))",
-            ]
-        } else {
-            options.append("copy_data = \(copyData)")
+        let slot = existingSlot ?? name
+        if existingSlot == nil {
+            try await dropSlot(publisher, slot)
+            try await publisher.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
         }
-        try await subscriber.execute(
-            "CREATE SUBSCRIPTION \(name) CONNECTION \(conninfo) PUBLICATION \(publication) WITH (\(options.joined(separator: ", ")))"
-        )
+        try await subscriber.query(
+            "SELECT control.subscribe($1, $2, $3, $4)",
+            [name, "\(publisherConninfo) dbname=mart connect_timeout=5", slot, existingSlot == nil && copyData])
+    }
+
+    /// Drops the slot `slot` on `publisher` if it is there, waiting up to 15 s for the walsender
+    /// of a subscription just dropped or disabled to let go of it.
+    public static func dropSlot(_ publisher: PostgresConnection, _ slot: String) async throws {
+        let deadline = Date().addingTimeInterval(15)
+        while true {
+            let rows = try await publisher.query("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [slot])
+            guard let active = rows.first?[0] else { return }
+            if active == "f" {
+                do {
+                    try await publisher.query("SELECT pg_drop_replication_slot($1)", [slot])
+                    return
+                } catch let e as PostgresError where e.sqlState == "55006" || e.sqlState == "42704" {
+                    // Taken again in between (in use), or dropped by someone else: look again.
+                }
+            }
+            guard Date() < deadline else {
+                throw ControlError(
+                    "replication slot \(slot) on \(publisher.configuration.targetDescription) is still in use after 15 s; stop what uses it (see pg_stat_replication) and run this again"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
     }
 
     /// Whether every table of the site's subscription has finished its initial copy. Until then
@@ -106,45 +132,16 @@ public enum Replication {
         }
     }
 
-    /// An index or key (primary or unique) of a published table: how to drop it and build it.
-    public struct IndexDefinition: Sendable {
-        public var name: String
-        public var drop: String
-        public var create: String
-    }
-
-    /// The published tables' indexes and keys, except those of tables another table's foreign key
-    /// references (their keys cannot be dropped).
-    public static func indexDefinitions(_ c: PostgresConnection) async throws -> [IndexDefinition] {
-        try await c.query(
-            """
-            SELECT i.indexrelid::regclass::text, t.oid::regclass::text, con.conname,
-                   CASE WHEN con.oid IS NULL THEN pg_get_indexdef(i.indexrelid)
-                        ELSE format('ALTER TABLE %s ADD CONSTRAINT %I %s', t.oid::regclass, con.conname,
-                                    pg_get_constraintdef(con.oid)) END
-            FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
-            LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid AND con.contype IN ('p', 'u')
-            WHERE t.oid = ANY($1::regclass[])
-              AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = t.oid AND f.contype = 'f')
-            ORDER BY 1
-            """, ["{" + tables.joined(separator: ",") + "}"]
-        ).map { r in
-            let (index, table) = (r[0]!, r[1]!)
-            let drop =
-                r[2].map { "ALTER TABLE \(table) DROP CONSTRAINT IF EXISTS \(PostgresConnection.quoteIdentifier($0))" }
-                ?? "DROP INDEX IF EXISTS \(index)"
-            return IndexDefinition(name: index, drop: drop, create: r[3]!)
-        }
-    }
-
     /// Detaches a subscriber whose publisher is gone (disaster recovery): the subscription is
     /// dropped without touching the publisher's slot.
     public static func detach(_ subscriber: PostgresConnection, site: String) async throws {
-        guard try await subscriptionExists(subscriber, site: site) else { return }
-        let name = subscription(of: site)
-        try await subscriber.execute("ALTER SUBSCRIPTION \(name) DISABLE")
-        try await subscriber.execute("ALTER SUBSCRIPTION \(name) SET (slot_name = NONE)")
-        try await subscriber.execute("DROP SUBSCRIPTION \(name)")
+        try await unsubscribe(subscriber, subscription(of: site))
+    }
+
+    /// Drops the subscription `name` of a subscriber (through `control.unsubscribe`), leaving its
+    /// slot on the publisher.
+    public static func unsubscribe(_ subscriber: PostgresConnection, _ name: String) async throws {
+        try await subscriber.query("SELECT control.unsubscribe($1)", [name])
     }
 
     /// Moves every serial sequence past the rows replication brought in.

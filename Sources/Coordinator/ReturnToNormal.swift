@@ -180,11 +180,10 @@ public struct ReturnToNormal: Sendable {
             let target = try await Self.connect(newSite)
             defer { Task { await target.close() } }
             try await ProcedureSteps.lock(target, site: site)
-            for r in try await target.query("SELECT subname FROM pg_subscription") {
-                let name = r[0]!
-                try await target.execute("ALTER SUBSCRIPTION \(name) DISABLE")
-                try await target.execute("ALTER SUBSCRIPTION \(name) SET (slot_name = NONE)")
-                try await target.execute("DROP SUBSCRIPTION \(name)")
+            for r in try await target.query(
+                "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ) {
+                try await Replication.unsubscribe(target, r[0]!)
             }
             // Slots a recovered server kept for subscribers of its old life would hold WAL forever.
             try await target.query(
@@ -274,19 +273,15 @@ public struct ReturnToNormal: Sendable {
         let source = try await Self.connect(activeSite)
         defer { Task { await source.close() } }
         // Redone whole when interrupted: no subscription or slot of an earlier attempt survives.
-        if try await Replication.subscriptionExists(target, site: site) {
-            try await target.execute("DROP SUBSCRIPTION \(slot)")
-        }
-        try await source.query(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-            [slot])
+        try await Replication.unsubscribe(target, slot)
+        try await Replication.dropSlot(source, slot)
         try await Replication.ensurePublication(source)
         try await target.execute("TRUNCATE \(Replication.tables.joined(separator: ", "))")
         // Loaded without their indexes and keys, built once afterwards (as pg_restore does): a
         // bulk build is several times cheaper than maintaining them row by row. The definitions
-        // come from the source, so an interrupted copy rebuilds whatever it had dropped.
-        let indexes = try await Replication.indexDefinitions(source)
-        for d in indexes { try await target.execute(d.drop) }
+        // are kept in the target (control.copy_index), so an interrupted copy rebuilds whatever
+        // it had dropped.
+        _ = try await target.query("SELECT control.drop_copy_indexes()")
         // Progress and time left by table size (bytes of heap): cheap to know, and what the copy costs.
         var sizes: [String: Double] = [:]
         for table in Replication.tables {
@@ -306,6 +301,8 @@ public struct ReturnToNormal: Sendable {
         let started = Date()
         var copiedBytes = 0.0
         let bin = try PostgresTools.binDirectory(containing: "pg_dump")
+        // pg_dump and psql log in as this procedure does.
+        let role = source.configuration.user.map { " user=\(PostgresConfiguration.conninfoValue($0))" } ?? ""
         for (i, table) in Replication.tables.enumerated() {
             let t0 = Date()
             let out = try PostgresTools.shell(
@@ -315,7 +312,8 @@ public struct ReturnToNormal: Sendable {
                   | "$BIN/psql" -q -X -v ON_ERROR_STOP=1 --dbname="$DST"
                 """,
                 environment: [
-                    "BIN": bin, "SRC": "\(activeSite.postgres) dbname=mart", "DST": "\(newSite.postgres) dbname=mart",
+                    "BIN": bin, "SRC": "\(activeSite.postgres) dbname=mart\(role)",
+                    "DST": "\(newSite.postgres) dbname=mart\(role)",
                     "SNAP": snapshot, "TABLE": table,
                 ])
             guard out.status == 0 else {
@@ -332,16 +330,15 @@ public struct ReturnToNormal: Sendable {
         await replication.close()
         let built = Date()
         try await target.execute("SET maintenance_work_mem = '256MB'")
-        let present = Set(try await Replication.indexDefinitions(target).map(\.name))
-        for d in indexes where !present.contains(d.name) { try await target.execute(d.create) }
-        say("    \(indexes.count) indexes and keys built in \(Int(Date().timeIntervalSince(built) * 1000)) ms")
+        let rebuilt = try await target.query("SELECT control.build_copy_indexes()")[0].decode(0, as: Int.self)
+        say("    \(rebuilt) indexes and keys built in \(Int(Date().timeIntervalSince(built) * 1000)) ms")
         try await Replication.fixSequences(target)
         if isActiveActive {
             // Its own extractor goes on from the copied watermarks; the slot is not needed.
             try await source.query("SELECT pg_drop_replication_slot($1)", [slot])
         } else {
             try await Replication.subscribe(
-                target, site: site, publisherConninfo: activeSite.postgres, existingSlot: slot)
+                target, site: site, publisher: source, publisherConninfo: activeSite.postgres, existingSlot: slot)
         }
         return
             #"{"slot": "\#(slot)", "snapshot": "\#(snapshot)", "seconds": \#(Int(Date().timeIntervalSince(started)))}"#

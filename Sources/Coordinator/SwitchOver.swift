@@ -183,7 +183,8 @@ public struct SwitchOver: Sendable {
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            try await target.execute("DROP SUBSCRIPTION \(Replication.subscription(of: site))")
+            try await Replication.detach(target, site: site)
+            try await Replication.dropSlot(old, Replication.subscription(of: site))
         } else if try await ControlState.load(old, journal: 0).role == "active",
             try await ControlState.load(target, journal: 0).role != "active"
         {
@@ -196,14 +197,9 @@ public struct SwitchOver: Sendable {
         let name = Replication.subscription(of: oldSite.name)
         if try await !Replication.subscriptionExists(old, site: oldSite.name) {
             // Both marts hold the same rows now: follow from here, no copy.
-            try await old.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                [name])
-            _ = try await target.query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                [name])
+            try await Replication.dropSlot(old, name)
             try await Replication.subscribe(
-                old, site: oldSite.name, publisherConninfo: newSite.postgres, copyData: false)
+                old, site: oldSite.name, publisher: target, publisherConninfo: newSite.postgres, copyData: false)
         }
         // (The delete is replicated to the old one.)
         try await target.query("DELETE FROM control.extractor WHERE site = 'switch-over marker'")

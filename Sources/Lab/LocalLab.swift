@@ -143,7 +143,8 @@ public struct LocalLab: Sendable {
                 atPath: siteDirectory(site.name) + "/run", withIntermediateDirectories: true)
             let pid = try Processes.spawnDetached(
                 [executable, "coordinator", "run", "--site", site.name, "--config", topologyPath(site: site.name)],
-                log: siteDirectory(site.name) + "/coordinator.log", environment: environment)
+                log: siteDirectory(site.name) + "/coordinator.log",
+                environment: environment.merging(["BCPIPE_DB_USER": "bcpipe_coordinator"]) { mine, _ in mine })
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
             started.append((site.name, state.coordinatorPort(site)))
         }

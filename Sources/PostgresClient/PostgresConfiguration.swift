@@ -1,3 +1,5 @@
+import Foundation
+
 /// How to reach one PostgreSQL database, and the time limits that keep a dead link from hanging a process.
 public struct PostgresConfiguration: Sendable {
     /// A libpq connection string or URI; passed through untouched, so multi-host lists,
@@ -7,7 +9,10 @@ public struct PostgresConfiguration: Sendable {
     public var database: String?
     /// The role to log in as, overriding any `user` in ``conninfo`` (a component's own
     /// least-privilege role; its password comes from `.pgpass` or `PGPASSFILE` as usual).
-    public var user: String?
+    /// Defaults to ``environmentUser``: every bcpipe process logs in as `BCPIPE_DB_USER` when it
+    /// is set (the collector's, extractor's or coordinator's role), else as the conninfo says.
+    /// `nil` means the conninfo's role (migrations run as the owner).
+    public var user: String? = Self.environmentUser
     /// Seconds libpq may spend establishing a connection (per host). Default 5.
     public var connectTimeout: Int = 5
     /// Server-side `statement_timeout` in milliseconds (0 disables). Default 60 s.
@@ -25,6 +30,16 @@ public struct PostgresConfiguration: Sendable {
     public var tcpUserTimeoutMilliseconds: Int = 10_000
     /// Shown in `pg_stat_activity`.
     public var applicationName: String = "bcpipe"
+
+    /// `BCPIPE_DB_USER`, when set and not empty.
+    public static var environmentUser: String? {
+        ProcessInfo.processInfo.environment["BCPIPE_DB_USER"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// `value` quoted for a keyword/value conninfo (`user='…'`).
+    public static func conninfoValue(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
 
     public init(conninfo: String, database: String? = nil) {
         self.conninfo = conninfo
@@ -55,7 +70,7 @@ public struct PostgresConfiguration: Sendable {
     }
 
     /// `host:port/database` for messages, without credentials.
-    var targetDescription: String {
+    public var targetDescription: String {
         var host = "?"
         var port = "5432"
         var db = database

@@ -73,10 +73,16 @@ public struct Migrator: Sendable {
         }
     }
 
+    /// Migrations run as the conninfo's role (the owner), whatever `BCPIPE_DB_USER` says.
+    static func owner(_ conninfo: String, _ database: String) -> PostgresConfiguration {
+        var config = PostgresConfiguration(conninfo: conninfo, database: database)
+        config.user = nil
+        return config
+    }
+
     /// Creates `database` on the server if it does not exist (needs CREATEDB).
     public func ensureDatabase(_ database: String, conninfo: String) async throws {
-        let admin = try await PostgresConnection.connect(
-            PostgresConfiguration(conninfo: conninfo, database: "postgres"), logger: logger)
+        let admin = try await PostgresConnection.connect(Self.owner(conninfo, "postgres"), logger: logger)
         do {
             let exists = try await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [database])
             if exists.isEmpty {
@@ -100,8 +106,7 @@ public struct Migrator: Sendable {
         var report: [String] = []
         for database in topology.databases(atSite: site.name) {
             try await ensureDatabase(database, conninfo: site.postgres)
-            let conn = try await PostgresConnection.connect(
-                PostgresConfiguration(conninfo: site.postgres, database: database), logger: logger)
+            let conn = try await PostgresConnection.connect(Self.owner(site.postgres, database), logger: logger)
             let component: Migration.Component = database == Topology.martDatabase ? .mart : .idb
             do {
                 let applied = try await migrate(conn, component: component)

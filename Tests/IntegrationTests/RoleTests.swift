@@ -1,10 +1,11 @@
+import Coordinator
 import Foundation
 import Lab
 import PostgresClient
 import Testing
 import Topology
 
-/// Least privilege (SQL/idb/003_roles.sql, SQL/mart/005–006): what each role the migrations
+/// Least privilege (SQL/idb/003–004, SQL/mart/005–007): what each role the migrations
 /// create may and may not do, on the lab's real servers, and that the lab's processes log in as
 /// them. Everything a role may do is tried inside a transaction that is rolled back.
 @Suite("Database roles", .serialized)
@@ -121,13 +122,73 @@ struct RoleTests {
         await report.close()
         await Self.cannotConnect(t, site: "site1", database: "idb_site1_a", user: "bcpipe_reporting")
 
+        // The coordinator (and the operators' procedures): the deployment's state, fences,
+        // purges, slots, and a rebuilt mart's reload; subscriptions, the reporting role's setting
+        // and the copy's indexes only through the owner's functions; no row of the mart or of an
+        // IDB changed one by one, no DDL, the journal append-only.
+        let coordinator = "bcpipe_coordinator"
+        let cIDB = try await Self.connect(t, site: "site1", database: "idb_site1_a", user: coordinator)
+        await Self.allowed(cIDB, "INSERT INTO idb.fence (failed_site, epoch, declared_by) VALUES ('site2', 9, 'me')")
+        await Self.allowed(cIDB, "UPDATE idb.fence SET released_at = now()")
+        await Self.allowed(cIDB, "DELETE FROM idb.events WHERE received_at < now() - interval '1 day'")
+        await Self.refused(cIDB, event)
+        await Self.refused(cIDB, "UPDATE idb.events SET queue = 'x'")
+        await Self.refused(cIDB, "TRUNCATE idb.events")
+        await Self.refused(cIDB, "UPDATE idb.source_checkpoint SET max_seq = 0")
+        await Self.refused(cIDB, "DROP TABLE idb.fence")
+        await cIDB.close()
+        let cMart = try await Self.connect(t, site: "site2", database: "mart", user: coordinator)
+        await Self.allowed(cMart, "UPDATE control.deployment SET epoch = epoch + 1, phase = 'disaster-recovery'")
+        await Self.allowed(cMart, "INSERT INTO control.retired (kind, name, epoch) VALUES ('site', 'site1', 9)")
+        await Self.allowed(
+            cMart,
+            "INSERT INTO control.journal (epoch, actor, procedure, step, status) VALUES (9, 'me', 'dr declare', 'fence', 'done')"
+        )
+        await Self.allowed(cMart, "TRUNCATE \(Replication.tables.joined(separator: ", "))")
+        await Self.allowed(cMart, "SELECT control.set_reporting_read_only(true)")
+        await Self.allowed(cMart, "SELECT control.drop_copy_indexes()")
+        await Self.refused(cMart, "UPDATE mart.event SET queue = 'x'")
+        await Self.refused(cMart, "DELETE FROM mart.fact_interaction")
+        await Self.refused(cMart, "DELETE FROM control.journal")
+        await Self.refused(cMart, "UPDATE control.journal SET actor = 'someone else'")
+        await Self.refused(cMart, "DROP TABLE mart.event")
+        await Self.refused(cMart, "CREATE TABLE mart.mine (x int)")
+        await Self.refused(cMart, "SELECT * FROM control.copy_index")
+        await Self.refused(cMart, "ALTER ROLE bcpipe_reporting IN DATABASE mart RESET default_transaction_read_only")
+        await Self.refused(cMart, "ALTER ROLE bcpipe_coordinator SUPERUSER")
+        await Self.refused(
+            cMart,
+            "CREATE SUBSCRIPTION mine CONNECTION 'host=127.0.0.1' PUBLICATION bcpipe_mart WITH (connect = false)")
+        await Self.refused(cMart, "CREATE PUBLICATION mine FOR TABLE mart.event")
+        // The functions take only what they are for.
+        do {
+            _ = try await cMart.query(
+                "SELECT control.subscribe($1, 'host=127.0.0.1', 'bcpipe_x', false)", ["bcpipe_x; DROP TABLE mart.event"]
+            )
+            Issue.record("control.subscribe took a name that is not a subscription name")
+        } catch let e as PostgresError {
+            #expect(e.sqlState == "22023" && e.message.contains("subscription and slot names"), "\(e)")
+        }
+        // Slots: made and dropped (not transactional: not rolled back).
+        _ = try await cMart.query("SELECT pg_create_logical_replication_slot('bcpipe_role_test', 'pgoutput')")
+        try await Replication.dropSlot(cMart, "bcpipe_role_test")
+        await cMart.close()
+
         // The lab's processes log in as these roles.
         let owner = try await PostgresConnection.connect(
             PostgresConfiguration(conninfo: t.site(named: "site1")!.postgres, database: "postgres"))
         try await CollectorTests.waitUntil("the collectors and the extractor are connected", timeout: 60) {
             let users = Set(
                 try await owner.query("SELECT usename FROM pg_stat_activity WHERE usename IS NOT NULL").map { $0[0]! })
-            return users.isSuperset(of: [collector, "bcpipe_collector_idb_site2_b", "bcpipe_extractor"])
+            return users.isSuperset(of: [collector, "bcpipe_collector_idb_site2_b", "bcpipe_extractor", coordinator])
+        }
+        // The standby's subscription, made by its coordinator through control.subscribe, reads
+        // the active mart as the coordinator role too.
+        try await CollectorTests.waitUntil("site2's mart follows site1's as bcpipe_coordinator", timeout: 60) {
+            try await owner.query(
+                "SELECT 1 FROM pg_stat_replication WHERE usename = $1 AND application_name = 'bcpipe_site2'",
+                [coordinator]
+            ).count == 1
         }
         await owner.close()
         try lab.down(remove: true)

@@ -97,6 +97,8 @@ struct RunbookTests {
         let bin = URL(fileURLWithPath: TestLab.executable).deletingLastPathComponent().path
         let environment = [
             "LAB": lab.directory, "BASE": "\(base)",
+            // As an operator: the procedures log in as the coordinator role, not the owner.
+            "BCPIPE_DB_USER": "bcpipe_coordinator",
             "PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
         ]
         for step in steps {
