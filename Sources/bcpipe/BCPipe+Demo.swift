@@ -31,6 +31,9 @@ extension BCPipe {
         func run() async throws {
             let directory =
                 dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-demo-\(getpid())").path
+            // Its operator's procedures (dr declare, rtn start) log in as an operator's would:
+            // as the coordinator role, not the owner (the lab still migrates as the owner).
+            setenv("BCPIPE_DB_USER", "bcpipe_coordinator", 0)
             var logger = Logger(label: "bcpipe.demo")
             logger.logLevel = .warning
             let lab = LocalLab(directory: directory, executable: currentExecutable(), logger: logger)
