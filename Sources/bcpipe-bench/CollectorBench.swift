@@ -13,10 +13,15 @@ import Traffic
 
 /// Collector figures on the lab over loopback: durable ingest with the IDB reachable and cut
 /// off, shipping (drain) throughput beside `psql \copy` of the same rows, ack latency at a
-/// paced 20,000 events/s, peak RSS.
+/// paced 20,000 events/s, peak RSS. The collectors' figures are taken with the extractors
+/// stopped: on this 2-core machine an extractor catching up on the millions of events the
+/// benchmark has just stored takes a core from the collector and its server (production runs
+/// them on different hosts). The ack latency is then measured once more with the extractors
+/// catching up, to show what sharing the cores costs.
 func benchCollector(events count: Int, workDir: String, basePort: Int) async throws {
     var options = LocalLab.Options()
     options.basePort = basePort
+    options.startExtractors = false
     let lab = try await startBenchLab(workDir + "/collector-lab", options)
     defer { try? lab.down(remove: true) }
     let topology = try Topology.load(path: lab.topologyPath)
@@ -137,37 +142,55 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
         goal: "\(fmt(tPsql / tDrain, 2)) (goal ≥ 0.8)")
 
     // 4. Acknowledgement latency at a paced 20,000 events/s (200-event requests every 10 ms).
-    let paced = batches(200_000, seed: 3).flatMap { body -> [[UInt8]] in
-        let lines = body.split(separator: 10, omittingEmptySubsequences: true)
-        return stride(from: 0, to: lines.count, by: 200).map { i in
-            lines[i..<min(i + 200, lines.count)].reduce(into: [UInt8]()) {
-                $0 += $1; $0.append(10)
+    func pacedBatches(seed: UInt64) -> [[UInt8]] {
+        batches(200_000, seed: seed).flatMap { body -> [[UInt8]] in
+            let lines = body.split(separator: 10, omittingEmptySubsequences: true)
+            return stride(from: 0, to: lines.count, by: 200).map { i in
+                lines[i..<min(i + 200, lines.count)].reduce(into: [UInt8]()) {
+                    $0 += $1; $0.append(10)
+                }
             }
         }
     }
-    let latency = LatencyRecorder()
-    let t0 = Date()
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for (i, body) in paced.enumerated() {
-            let due = t0.addingTimeInterval(Double(i) * 0.01)
-            let wait = due.timeIntervalSinceNow
-            if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
-            group.addTask {
-                let s = Date()
-                try await poster.post(body, to: url("site1-a"))
-                latency.add(Date().timeIntervalSince(s))
+    func pacedAcks(_ bodies: [[UInt8]]) async throws -> (Double, LatencyRecorder) {
+        let latency = LatencyRecorder()
+        let t0 = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, body) in bodies.enumerated() {
+                let due = t0.addingTimeInterval(Double(i) * 0.01)
+                let wait = due.timeIntervalSinceNow
+                if wait > 0 { try await Task.sleep(for: .seconds(wait)) }
+                group.addTask {
+                    let s = Date()
+                    try await poster.post(body, to: url("site1-a"))
+                    latency.add(Date().timeIntervalSince(s))
+                }
             }
+            try await group.waitForAll()
         }
-        try await group.waitForAll()
+        return (Double(bodies.count * 200) / Date().timeIntervalSince(t0), latency)
     }
-    let achieved = 200_000 / Date().timeIntervalSince(t0)
+    func ms(_ l: LatencyRecorder) -> String {
+        "p50 \(fmt(l.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(l.percentile(0.99) * 1000, 2)) ms"
+    }
+    let (achieved, latency) = try await pacedAcks(pacedBatches(seed: 3))
+    print("collector ack latency at \(rate(achieved))events/s: \(ms(latency))   (goal p99 ≤ 10 ms at 20 k events/s)")
+    figure(
+        "Collectors", "acknowledgement latency at a paced \(rate(achieved))events/s", ms(latency),
+        goal: "goal p99 ≤ 10 ms at 20 k events/s")
+    // The same with the extractors started: they catch up on everything stored above.
+    var withExtractors = options
+    withExtractors.startExtractors = true
+    withExtractors.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
+    try await lab.up(withExtractors)
+    let (achievedShared, shared) = try await pacedAcks(pacedBatches(seed: 4))
     print(
-        "collector ack latency at \(rate(achieved))events/s: p50 \(fmt(latency.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(latency.percentile(0.99) * 1000, 2)) ms   (goal p99 ≤ 10 ms at 20 k events/s)"
+        "  the same while the extractors catch up on the same 2 cores: \(rate(achievedShared))events/s, \(ms(shared))"
     )
     figure(
-        "Collectors", "acknowledgement latency at a paced \(rate(achieved))events/s",
-        "p50 \(fmt(latency.percentile(0.5) * 1000, 2)) ms, p99 \(fmt(latency.percentile(0.99) * 1000, 2)) ms",
-        goal: "goal p99 ≤ 10 ms at 20 k events/s")
+        "Collectors",
+        "acknowledgement latency at a paced \(rate(achievedShared))events/s, extractors catching up on the same 2 cores",
+        ms(shared), goal: "(contention, not a goal)")
 
     // 5. Peak RSS of the collectors.
     for name in ["site1-a", "site1-b"] {
