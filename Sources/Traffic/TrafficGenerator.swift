@@ -54,10 +54,15 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
     private var lastEmitted: Int64
     private var nextCall = 0
     private var idleAgents: [String] = []
+    /// Interactions waiting for an agent, longest-waiting first from `waitingHead`: a queue
+    /// whose abandoned entries are skipped when reached (no linear search or shifting per event).
     private var waiting: [(call: String, queue: String, media: Media, since: Int64, token: Int)] = []
+    private var waitingHead = 0
+    /// The tokens of the interactions still waiting (neither answered nor abandoned).
+    private var stillWaiting = Set<Int>()
     private var pending: [Event] = []
+    private var pendingHead = 0
     private var tokens = 0
-    private var cancelled = Set<Int>()
 
     /// - Parameters:
     ///   - start: ms since the epoch of the first event.
@@ -86,7 +91,7 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
         case arrival
         case agentLogin(String)
         case agentReady(String)
-        case abandon(call: String, token: Int)
+        case abandon(call: String, queue: String, token: Int)
         case hold(call: String, agent: String)
         case retrieve(call: String, agent: String)
         case connect(call: String, agent: String, queue: String, media: Media)
@@ -95,12 +100,15 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
     }
 
     public mutating func next() -> Event? {
-        while pending.isEmpty {
+        while pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            pendingHead = 0
             guard let (time, action) = agenda.pop() else { return nil }
             now = Swift.max(now, time)
             step(action)
         }
-        return pending.removeFirst()
+        defer { pendingHead += 1 }
+        return pending[pendingHead]
     }
 
     private mutating func emit(
@@ -143,10 +151,9 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
         case .agentReady(let agent):
             emit(.agentReady, agent: agent)
             becomeIdle(agent)
-        case .abandon(let call, let token):
-            guard !cancelled.contains(token), let i = waiting.firstIndex(where: { $0.token == token }) else { return }
-            let w = waiting.remove(at: i)
-            emit(.interactionAbandoned, interaction: call, queue: w.queue)
+        case .abandon(let call, let queue, let token):
+            guard stillWaiting.remove(token) != nil else { return }
+            emit(.interactionAbandoned, interaction: call, queue: queue)
             emit(.interactionEnded, interaction: call)
         case .hold(let call, let agent):
             emit(.interactionHeld, interaction: call, agent: agent)
@@ -186,7 +193,8 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
         emit(.interactionQueued, interaction: call, queue: queue)
         tokens += 1
         waiting.append((call, queue, media, now, tokens))
-        later(rng.exponential(mean: profile.meanPatience), .abandon(call: call, token: tokens))
+        stillWaiting.insert(tokens)
+        later(rng.exponential(mean: profile.meanPatience), .abandon(call: call, queue: queue, token: tokens))
         dispatch()
     }
 
@@ -197,9 +205,14 @@ public struct TrafficGenerator: Sequence, IteratorProtocol {
 
     /// Connects waiting interactions to idle agents, longest-waiting first.
     private mutating func dispatch() {
-        while !waiting.isEmpty && !idleAgents.isEmpty {
-            let w = waiting.removeFirst()
-            cancelled.insert(w.token)
+        while waitingHead < waiting.count && !idleAgents.isEmpty {
+            let w = waiting[waitingHead]
+            waitingHead += 1
+            if waitingHead > 1024 && waitingHead * 2 > waiting.count {
+                waiting.removeFirst(waitingHead)
+                waitingHead = 0
+            }
+            guard stillWaiting.remove(w.token) != nil else { continue }  // abandoned meanwhile
             let agent = idleAgents.remove(at: Int(rng.next() % UInt64(idleAgents.count)))
             // The agent's phone rings a moment before the answer.
             later(rng.uniform(0.5, 3), .connect(call: w.call, agent: agent, queue: w.queue, media: w.media))
