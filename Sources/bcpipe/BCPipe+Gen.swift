@@ -78,10 +78,15 @@ extension BCPipe {
             if path == "-" {
                 handle = .standardOutput
             } else {
-                guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                    throw ValidationError("cannot create \(path)")
+                // Opened in place, not created by FileManager (which writes a temporary file and
+                // renames it over the path: `--out /dev/null` as root replaced the device).
+                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                guard fd >= 0 else {
+                    throw ValidationError(
+                        "cannot write \(path): \(String(cString: strerror(errno))); give a writable file or - for stdout"
+                    )
                 }
-                handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             }
             var buffer: [UInt8] = []
             var n = 0

@@ -159,6 +159,30 @@ struct GenCLITests {
         #expect(offers == parsed.events.filter { $0.type == .interactionQueued }.count)
     }
 
+    /// `--out` writes into the file it names: a symlink stays a symlink (and `/dev/null` a
+    /// device — FileManager's atomic create once replaced it with a regular file when run as root);
+    /// a path it cannot write is named in the error.
+    @Test func genWritesInPlaceAndNamesAPathItCannotWrite() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-out-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/link.ndjson", withDestinationPath: dir + "/real.ndjson")
+        let run = try Processes.run([
+            TestLab.executable, "gen", "--count", "100", "--seed", "7", "--out", dir + "/link.ndjson",
+        ])
+        #expect(run.status == 0, "\(run.text)")
+        let kind = try FileManager.default.attributesOfItem(atPath: dir + "/link.ndjson")[.type] as? FileAttributeType
+        #expect(kind == .typeSymbolicLink, "the symlink was replaced")
+        let written = try String(contentsOfFile: dir + "/real.ndjson", encoding: .utf8)
+        #expect(written.split(separator: "\n").count == 100)
+        let bad = try Processes.run([
+            TestLab.executable, "gen", "--count", "1", "--out", dir + "/no/such/dir/x.ndjson",
+        ])
+        #expect(bad.status != 0)
+        #expect(bad.text.contains("cannot write \(dir)/no/such/dir/x.ndjson"), "\(bad.text)")
+    }
+
     @Test func genNeedsExactlyOneDestinationAndOneLength() throws {
         let both = try Processes.run([
             TestLab.executable, "gen", "--count", "1", "--duration", "1", "--out", "/dev/null",
