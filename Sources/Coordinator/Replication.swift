@@ -9,7 +9,9 @@ import Topology
 public enum Replication {
     public static let publication = "bcpipe_mart"
 
-    /// The tables published (`mart.dim_media` is static, written by the migration on every mart).
+    /// The tables published (`mart.dim_media` is static, written by the migration on every mart);
+    /// SQL/mart/007_coordinator_role.sql creates the publication with the same list (RoleTests
+    /// checks they agree).
     public static let tables = [
         "mart.event", "mart.dim_date", "mart.dim_queue", "mart.dim_agent", "mart.fact_interaction",
         "mart.fact_queue_offer", "mart.fact_agent_state", "mart.agg_queue_hourly", "mart.agg_agent_daily",

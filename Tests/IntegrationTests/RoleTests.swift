@@ -182,6 +182,16 @@ struct RoleTests {
                 try await owner.query("SELECT usename FROM pg_stat_activity WHERE usename IS NOT NULL").map { $0[0]! })
             return users.isSuperset(of: [collector, "bcpipe_collector_idb_site2_b", "bcpipe_extractor", coordinator])
         }
+        // The migration's publication carries exactly the tables the coordinator replicates,
+        // truncates and copies (Replication.tables).
+        let published = try await PostgresConnection.connect(
+            PostgresConfiguration(conninfo: t.site(named: "site1")!.postgres, database: "mart"))
+        let names = try await published.query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+            [Replication.publication]
+        ).map { $0[0]! }
+        #expect(Set(names) == Set(Replication.tables), "\(names.sorted())")
+        await published.close()
         // The standby's subscription, made by its coordinator through control.subscribe, reads
         // the active mart as the coordinator role too.
         try await CollectorTests.waitUntil("site2's mart follows site1's as bcpipe_coordinator", timeout: 60) {
