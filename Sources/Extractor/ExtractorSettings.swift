@@ -1,4 +1,5 @@
 import Foundation
+import PostgresClient
 import Topology
 
 /// What an extractor needs, resolved once from the topology.
@@ -20,7 +21,7 @@ public struct ExtractorSettings: Sendable {
     public var slaMs: Int64
     /// The role to log in to the mart and the IDBs as instead of the conninfo's
     /// (`BCPIPE_DB_USER`: `bcpipe_extractor`).
-    public var dbUser: String? = ProcessInfo.processInfo.environment["BCPIPE_DB_USER"].flatMap { $0.isEmpty ? nil : $0 }
+    public var dbUser: String? = PostgresConfiguration.environmentUser
     /// The role the topology gives this site's extractor (the mart's control row, once set, rules).
     public var role: Topology.ExtractorRole = .active
     /// Rows read from one IDB per cycle at most.
