@@ -335,7 +335,7 @@ public struct ReturnToNormal: Sendable {
         try await Replication.fixSequences(target)
         if isActiveActive {
             // Its own extractor goes on from the copied watermarks; the slot is not needed.
-            try await source.query("SELECT pg_drop_replication_slot($1)", [slot])
+            try await Replication.dropSlot(source, slot)
         } else {
             try await Replication.subscribe(
                 target, site: site, publisher: source, publisherConninfo: activeSite.postgres, existingSlot: slot)
