@@ -181,8 +181,7 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     // The same with the extractors started: they catch up on everything stored above.
     var withExtractors = options
     withExtractors.startExtractors = true
-    withExtractors.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
-    try await lab.up(withExtractors)
+    try await lab.up(quietBenchOptions(withExtractors))
     let (achievedShared, shared) = try await pacedAcks(pacedBatches(seed: 4))
     print(
         "  the same while the extractors catch up on the same 2 cores: \(rate(achievedShared))events/s, \(ms(shared))"
@@ -194,19 +193,12 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
 
     // 5. Peak RSS of the collectors.
     for name in ["site1-a", "site1-b"] {
-        let pidText = try String(contentsOfFile: try lab.collectorPIDFile(name), encoding: .utf8)
-        let pid = pidText.trimmingCharacters(in: .whitespacesAndNewlines)
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let hwm =
-            status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map {
-                String($0.dropFirst(6)).trimmingCharacters(in: .whitespaces)
-            } ?? "?"
+        let hwm = collectorMemoryKB(lab, name, "VmHWM").map { "\($0) kB" } ?? "?"
         print("collector \(name) peak RSS \(hwm)   (goal ≤ 150 MiB)")
         figure("Collectors", "collector \(name) peak RSS after all of the above", hwm, goal: "goal ≤ 150 MiB")
     }
 }
 
-/// A lab for a benchmark, with the release `bcpipe` beside this executable and quiet logs.
 /// A lab for the business-continuity figures: live traffic, no source ever stuck.
 func continuityLabOptions(basePort: Int, mode: Topology.Mode, traffic: Double) -> LocalLab.Options {
     var options = LocalLab.Options()
@@ -217,6 +209,24 @@ func continuityLabOptions(basePort: Int, mode: Topology.Mode, traffic: Double) -
     return options
 }
 
+/// A collector's memory figure from `/proc/PID/status` (`VmRSS`, `VmHWM`), kB.
+func collectorMemoryKB(_ lab: LocalLab, _ name: String, _ field: String) -> Int? {
+    guard let pidFile = try? lab.collectorPIDFile(name),
+        let pid = try? String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+        let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") })
+    else { return nil }
+    return Int(line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
+}
+
+/// The options with the lab's processes logging warnings only.
+func quietBenchOptions(_ options: LocalLab.Options) -> LocalLab.Options {
+    var o = options
+    o.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
+    return o
+}
+
+/// A lab for a benchmark, with the release `bcpipe` beside this executable and quiet logs.
 func startBenchLab(_ directory: String, _ options: LocalLab.Options) async throws -> LocalLab {
     var logger = Logger(label: "bench")
     logger.logLevel = .warning
@@ -224,8 +234,6 @@ func startBenchLab(_ directory: String, _ options: LocalLab.Options) async throw
         "bcpipe"
     ).path
     let lab = LocalLab(directory: directory, executable: exe, logger: logger)
-    var o = options
-    o.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
-    try await lab.up(o)
+    try await lab.up(quietBenchOptions(options))
     return lab
 }

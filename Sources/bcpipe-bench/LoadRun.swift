@@ -9,8 +9,9 @@ import Traffic
 /// Sustained load (`BENCH_ONLY=load`, `scripts/load`): both sites up, every source's batches
 /// sent to both collectors of its pair at a paced rate for `seconds`, the WAN cut for the middle
 /// fifth. Prints every answer that was not 200 (only 503 back-pressure is allowed), each
-/// collector's RSS over the run (flat: the last minute's within a margin of the second's), the
-/// queues' peak and the time they take to drain once the link is back.
+/// collector's RSS over the run (flat: the last third's peak within a margin of the peak of a
+/// third after the first minute), the queues' peak and the time they take to drain once the link
+/// is back.
 func runLoad(workDir: String, basePort: Int, seconds: Double, eventsPerSecond: Double) async throws {
     var options = LocalLab.Options()
     options.basePort = basePort
@@ -177,15 +178,7 @@ func sampleLoad(_ lab: LocalLab, _ topology: Topology, at t: Double, sent: Int) 
     var rss: [String: Int] = [:]
     var queued = 0
     for c in topology.collectors {
-        let pid =
-            (try? String(contentsOfFile: try lab.collectorPIDFile(c.name), encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        if let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-            let kb = Int(line.split(separator: " ").dropFirst().first ?? "")
-        {
-            rss[c.name] = kb / 1024
-        }
+        if let kb = collectorMemoryKB(lab, c.name, "VmRSS") { rss[c.name] = kb / 1024 }
         queued += await DeploymentStatus.collectorStatus(c).queueEvents ?? 0
     }
     loadSamples.withLock { $0.append(LoadSample(t: t, rss: rss, queued: queued)) }
