@@ -123,6 +123,7 @@ let package = Package(
                 "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
                 "Collector",
                 "Traffic", "Extractor", "Coordinator", "Demo",
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .testTarget(
             name: "IntegrationTests",

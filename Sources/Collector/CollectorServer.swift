@@ -22,7 +22,7 @@ public struct CollectorServer: Sendable {
         let queue = try DiskQueue(settings.queue, logger: logger)
         let registry = PrometheusCollectorRegistry()
         let state = CollectorState(registry: registry, collector: settings.name)
-        if let last = queue.lastRecords?.last, let seq = Self.seq(of: last) { state.raiseWatermark(to: seq) }
+        if let last = queue.lastRecords?.last, let seq = Self.seq(of: last) { state.restored(through: seq) }
         let ingest = Ingest(settings: settings, queue: queue, state: state)
         let shipper = Shipper(settings: settings, queue: queue, state: state, logger: logger)
         let router = Self.router(settings: settings, ingest: ingest, queue: queue, state: state, registry: registry)
@@ -59,6 +59,16 @@ public struct CollectorServer: Sendable {
     ) -> Router<BasicRequestContext> {
         let router = Router()
         router.post("/v1/events") { request, _ -> Response in
+            // Bounded work in hand: past the cap a request is refused before its body is read.
+            guard state.admitRequest(limit: settings.maxConcurrentRequests) else {
+                state.metrics.overload.increment()
+                return Self.response(
+                    Ingest.error(
+                        503,
+                        "too many requests in flight (\(settings.maxConcurrentRequests)); nothing from this one was accepted, try again",
+                        retryAfter: 1))
+            }
+            defer { state.requestDone() }
             if let refusal = ingest.preflight(
                 authorization: request.headers[.authorization], contentType: request.headers[.contentType],
                 contentEncoding: request.headers[.contentEncoding])
@@ -80,10 +90,11 @@ public struct CollectorServer: Sendable {
         }
         router.get("/healthz") { _, _ in Self.json(200, #"{"status":"ok"}"#) }
         router.get("/readyz") { _, _ -> Response in
-            let s = queue.stats
-            return s.writable
-                ? Self.json(200, #"{"ready":true}"#)
-                : Self.json(503, #"{"ready":false,"error":"the disk queue stopped accepting after a write failure"}"#)
+            // Ready means an ingest request would be taken now: room for a frame of at least one
+            // largest line (64 KiB), no earlier write failure, not closing.
+            guard let refusal = queue.refusal(forFrameOf: 64 << 10) else { return Self.json(200, #"{"ready":true}"#) }
+            return Self.json(
+                503, Ingest.json(["ready": false, "error": "the disk queue cannot take events: \(refusal.message)"]))
         }
         router.get("/metrics") { _, _ -> Response in
             Shipper(settings: settings, queue: queue, state: state, logger: Logger(label: "metrics"))

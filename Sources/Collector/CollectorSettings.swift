@@ -19,6 +19,9 @@ public struct CollectorSettings: Sendable {
     public var token: String?
     /// The largest request body, after decoding (CONTRACT 2 `max_request_bytes`).
     public var maxRequestBytes: Int = 16 << 20
+    /// Ingest requests handled at once at most; past it a request is answered `503` before its
+    /// body is read (each may hold up to ``maxRequestBytes`` in memory).
+    public var maxConcurrentRequests: Int = 64
     /// Events shipped in one IDB transaction at most.
     public var shipBatchEvents: Int = 20_000
     /// Seconds to wait for the IDB: connecting, and any one operation.
@@ -46,7 +49,8 @@ public struct CollectorSettings: Sendable {
     ///
     /// Environment: `BCPIPE_DB_USER` (the role it logs in to its IDB as: the IDB's own
     /// `bcpipe_collector_<database>`); `BCPIPE_INGEST_TOKEN`; `BCPIPE_QUEUE_MAX_BYTES`, `BCPIPE_QUEUE_RESERVE_BYTES` and
-    /// `BCPIPE_MAX_REQUEST_BYTES` override the queue bound, the free-disk reserve and the body limit.
+    /// `BCPIPE_MAX_REQUEST_BYTES` override the queue bound, the free-disk reserve and the body limit;
+    /// `BCPIPE_MAX_CONCURRENT_REQUESTS` the requests handled at once.
     public static func from(
         topology: Topology, name: String, environment: [String: String] = ProcessInfo.processInfo.environment
     )
@@ -70,6 +74,9 @@ public struct CollectorSettings: Sendable {
             idbConninfo: site.postgres, idbDatabase: c.idb.database, idbSite: c.idb.site, queue: queue)
         if let token = environment["BCPIPE_INGEST_TOKEN"], !token.isEmpty { s.token = token }
         if let v = environment["BCPIPE_MAX_REQUEST_BYTES"].flatMap(Int.init) { s.maxRequestBytes = v }
+        if let v = environment["BCPIPE_MAX_CONCURRENT_REQUESTS"].flatMap(Int.init), v > 0 {
+            s.maxConcurrentRequests = v
+        }
         if let user = environment["BCPIPE_DB_USER"], !user.isEmpty { s.idbUser = user }
         return s
     }

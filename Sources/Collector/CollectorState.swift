@@ -6,10 +6,13 @@ import Prometheus
 public final class CollectorState: @unchecked Sendable {
     private let lock = NSLock()
     private var watermark = SeqWatermark()
+    /// Requests waiting for an in-flight append of their seqs to settle, by its ticket.
+    private var waiters: [UInt64: [CheckedContinuation<Void, Never>]] = [:]
     private var linkUp = false
     private var shippedSeq: Int64?
     private var shippedTs: Int64?
     private var lastShipError: String?
+    private var requestsInFlight = 0
 
     let metrics: CollectorMetrics
 
@@ -17,27 +20,75 @@ public final class CollectorState: @unchecked Sendable {
         metrics = CollectorMetrics(registry: registry, collector: collector)
     }
 
-    func reserve(_ seqs: [Int64]) -> (ticket: UInt64, isNew: [Bool]) {
+    /// Reserves `seqs` for one request's append (which are new, in body order). When another
+    /// request's append of some of them is in flight, waits for its outcome first: its seqs are
+    /// duplicates only once they are durable, and free again if it was refused.
+    func reserve(_ seqs: [Int64]) async -> (ticket: UInt64, isNew: [Bool]) {
+        while true {
+            switch decide(seqs) {
+            case .reserved(let ticket, let isNew): return (ticket, isNew)
+            case .wait(let ticket):
+                metrics.repeatWaits.increment()
+                await settled(ticket)
+            }
+        }
+    }
+
+    private func decide(_ seqs: [Int64]) -> SeqWatermark.Reservation {
         lock.lock()
         defer { lock.unlock() }
         return watermark.reserve(seqs)
     }
 
+    /// Returns once `ticket` is committed or released.
+    private func settled(_ ticket: UInt64) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lock.lock()
+            if watermark.isPending(ticket) {
+                waiters[ticket, default: []].append(c)
+                lock.unlock()
+            } else {
+                lock.unlock()
+                c.resume()
+            }
+        }
+    }
+
     func commit(_ ticket: UInt64) {
         lock.lock()
         watermark.commit(ticket)
+        let woken = waiters.removeValue(forKey: ticket) ?? []
         lock.unlock()
+        for c in woken { c.resume() }
     }
 
     func release(_ ticket: UInt64) {
         lock.lock()
         watermark.release(ticket)
+        let woken = waiters.removeValue(forKey: ticket) ?? []
+        lock.unlock()
+        for c in woken { c.resume() }
+    }
+
+    /// Seqs up to `seq` were made durable before this process (see ``SeqWatermark/restored(through:)``).
+    func restored(through seq: Int64) {
+        lock.lock()
+        watermark.restored(through: seq)
         lock.unlock()
     }
 
-    func raiseWatermark(to seq: Int64) {
+    /// Counts a request in if fewer than `limit` are in flight.
+    func admitRequest(limit: Int) -> Bool {
         lock.lock()
-        watermark.raise(to: seq)
+        defer { lock.unlock() }
+        guard requestsInFlight < limit else { return false }
+        requestsInFlight += 1
+        return true
+    }
+
+    func requestDone() {
+        lock.lock()
+        requestsInFlight -= 1
         lock.unlock()
     }
 
@@ -88,6 +139,8 @@ struct CollectorMetrics: Sendable {
     let linkUp: Gauge
     let requests: Counter
     let backpressure: Counter
+    let repeatWaits: Counter
+    let overload: Counter
 
     init(registry: PrometheusCollectorRegistry, collector: String) {
         let l = [("collector", collector)]
@@ -117,5 +170,11 @@ struct CollectorMetrics: Sendable {
         requests = registry.makeCounter(name: "bcpipe_collector_requests_total", labels: l, help: "Ingest requests.")
         backpressure = registry.makeCounter(
             name: "bcpipe_collector_backpressure_total", labels: l, help: "Requests answered 503 (queue full).")
+        repeatWaits = registry.makeCounter(
+            name: "bcpipe_collector_repeat_waits_total", labels: l,
+            help: "Times a request waited for another request's in-flight append of the same seqs.")
+        overload = registry.makeCounter(
+            name: "bcpipe_collector_overload_total", labels: l,
+            help: "Requests answered 503 because too many were in flight.")
     }
 }

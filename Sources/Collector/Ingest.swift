@@ -19,11 +19,18 @@ struct Ingest: Sendable {
     let queue: DiskQueue
     let state: CollectorState
     let parser: EventParser
+    /// Makes a request's new events durable: the disk queue's append. A seam for failpoint
+    /// tests (an append that fails while a repeat of it waits).
+    let append: @Sendable (_ records: [[UInt8]], _ oldestTimestamp: Int64) async throws -> Void
 
-    init(settings: CollectorSettings, queue: DiskQueue, state: CollectorState) {
+    init(
+        settings: CollectorSettings, queue: DiskQueue, state: CollectorState,
+        append: (@Sendable ([[UInt8]], Int64) async throws -> Void)? = nil
+    ) {
         self.settings = settings
         self.queue = queue
         self.state = state
+        self.append = append ?? { records, oldest in _ = try await queue.append(records, oldestTimestamp: oldest) }
         let known = settings.sourceNames
         parser = EventParser(isKnownSource: { known.contains($0) })
     }
@@ -72,6 +79,11 @@ struct Ingest: Sendable {
             }
         } catch let e as ZstdError where e.code == .outputTooLarge {
             return Self.error(413, "the decoded body is larger than \(limit) bytes; send smaller requests")
+        } catch let e as ZstdError where e.code == .windowTooLarge {
+            return Self.error(
+                413,
+                "the zstd frame asks for a decoding window larger than the body limit (\(limit) bytes) needs; compress with a smaller window (no --long or --ultra)"
+            )
         } catch let e as GzipError where e.code == .outputTooLarge {
             return Self.error(413, "the decoded body is larger than \(limit) bytes; send smaller requests")
         } catch {
@@ -108,7 +120,7 @@ struct Ingest: Sendable {
             return IngestAnswer(
                 status: 400, body: Self.json(["accepted": 0, "duplicates": 0, "rejected": rejected, "error": message]))
         }
-        let (ticket, isNew) = state.reserve(parsed.events.map(\.seq))
+        let (ticket, isNew) = await state.reserve(parsed.events.map(\.seq))
         var records: [[UInt8]] = []
         records.reserveCapacity(parsed.events.count)
         var oldest = Int64.max
@@ -122,7 +134,7 @@ struct Ingest: Sendable {
         let duplicates = parsed.events.count - records.count
         if !records.isEmpty {
             do {
-                _ = try await queue.append(records, oldestTimestamp: oldest)
+                try await append(records, oldest)
                 state.commit(ticket)
             } catch let e as DiskQueueError {
                 state.release(ticket)

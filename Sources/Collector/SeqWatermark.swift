@@ -1,9 +1,16 @@
 /// The seqs of a source a collector has accepted: a sorted list of disjoint ranges. A feed's
 /// seqs are mostly consecutive, so a handful of ranges describe millions of events.
+///
+/// Bounded without lying: past ``maxRanges`` the oldest range is forgotten, never merged with
+/// its neighbour. A forgotten seq no longer counts as accepted, so a repeat of it is appended
+/// again (the IDB keeps one copy, by `(source, seq)`), and a seq in a gap is never answered as
+/// a duplicate of something that was not stored.
 public struct SeqRanges: Sendable, Equatable {
     public private(set) var ranges: [ClosedRange<Int64>] = []
-    /// Past this many ranges the oldest are merged (their gaps then count as accepted).
+    /// Past this many ranges the oldest is forgotten.
     public var maxRanges = 4096
+    /// The highest seq of a range forgotten to keep the bound, or -1.
+    public private(set) var forgottenThrough: Int64 = -1
 
     public init() {}
 
@@ -23,6 +30,12 @@ public struct SeqRanges: Sendable, Equatable {
         return i < ranges.count && ranges[i].contains(seq)
     }
 
+    /// Whether any seq of `r` is in a range.
+    public func overlaps(_ r: ClosedRange<Int64>) -> Bool {
+        let i = lowerIndex(r.lowerBound)
+        return i < ranges.count && ranges[i].lowerBound <= r.upperBound
+    }
+
     public mutating func insert(_ r: ClosedRange<Int64>) {
         var lo = r.lowerBound
         var hi = r.upperBound
@@ -36,7 +49,7 @@ public struct SeqRanges: Sendable, Equatable {
         }
         ranges.replaceSubrange(start..<i, with: [lo...hi])
         if ranges.count > maxRanges {
-            ranges.replaceSubrange(0..<2, with: [ranges[0].lowerBound...ranges[1].upperBound])
+            forgottenThrough = Swift.max(forgottenThrough, ranges.removeFirst().upperBound)
         }
     }
 
@@ -54,40 +67,69 @@ public struct SeqRanges: Sendable, Equatable {
     }
 }
 
-/// Which events of a source a collector has accepted, by seq (CONTRACT 2 `duplicates`).
+/// Which events of a source a collector has accepted, by seq (CONTRACT 2 `duplicates`): a pure
+/// state machine, inputs in and decisions out; ``CollectorState`` holds it under a lock.
 ///
-/// Exact for any arrival order: a request's seqs are reserved while its append is in flight
-/// (a concurrent request with the same seqs sees them as duplicates), kept when the append is
-/// durable, released when it is refused, so a refused request takes nothing with it. After a
-/// restart, everything up to the highest seq the collector had made durable counts as accepted.
+/// A seq is answered as a duplicate only when this process saw it made durable. A request that
+/// repeats seqs another request has in flight waits for that append's outcome
+/// (``Reservation/wait(for:)``): once it is durable the repeat's seqs are duplicates; if it was
+/// refused they are free again and the repeat appends them itself (or is refused too). So a `200`
+/// never covers an event stored nowhere, whatever the arrival order.
+///
+/// What this process cannot know counts as new and is appended again: seqs accepted before a
+/// restart, and ranges forgotten past ``SeqRanges/maxRanges``. The shipper's
+/// `ON CONFLICT (source, seq) DO NOTHING` keeps one copy in the IDB.
 public struct SeqWatermark: Sendable, Equatable {
+    /// The decision for one request's seqs.
+    public enum Reservation: Sendable, Equatable {
+        /// The seqs marked new (in body order) are reserved under `ticket` until
+        /// ``SeqWatermark/commit(_:)`` or ``SeqWatermark/release(_:)``.
+        case reserved(ticket: UInt64, isNew: [Bool])
+        /// Some seq is reserved by another request's append still in flight: ask again once
+        /// `ticket` is settled (committed or released).
+        case wait(for: UInt64)
+    }
+
     private var accepted = SeqRanges()
     private var inFlight: [UInt64: [ClosedRange<Int64>]] = [:]
     private var nextTicket: UInt64 = 0
+    private var restoredThrough: Int64 = -1
 
-    public init() {}
-
-    /// The highest seq accepted (durable), or -1.
-    public var durable: Int64 { accepted.ranges.last?.upperBound ?? -1 }
-
-    private func isTaken(_ seq: Int64) -> Bool {
-        accepted.contains(seq) || inFlight.values.contains { $0.contains { $0.contains(seq) } }
+    public init(maxRanges: Int = 4096) {
+        accepted.maxRanges = maxRanges
     }
 
-    /// Marks which of `seqs` (in body order) are new, and reserves them.
-    public mutating func reserve(_ seqs: [Int64]) -> (ticket: UInt64, isNew: [Bool]) {
-        var seen = Set<Int64>()
+    /// The highest seq known durable (accepted here, or restored from the queue or the IDB), or -1.
+    public var durable: Int64 { Swift.max(accepted.ranges.last?.upperBound ?? -1, restoredThrough) }
+
+    /// Whether `ticket`'s append is still in flight.
+    public func isPending(_ ticket: UInt64) -> Bool { inFlight[ticket] != nil }
+
+    /// The in-flight request holding any of `seqs`, if one does.
+    private func holder(of seqs: [Int64]) -> UInt64? {
+        guard !inFlight.isEmpty, let lo = seqs.min(), let hi = seqs.max() else { return nil }
+        for (ticket, ranges) in inFlight where ranges.contains(where: { $0.overlaps(lo...hi) }) {
+            for s in seqs where ranges.contains(where: { $0.contains(s) }) { return ticket }
+        }
+        return nil
+    }
+
+    /// Marks which of `seqs` (in body order) are new and reserves them, or says which in-flight
+    /// append to wait for first.
+    public mutating func reserve(_ seqs: [Int64]) -> Reservation {
+        if let ticket = holder(of: seqs) { return .wait(for: ticket) }
+        var seen = Set<Int64>(minimumCapacity: seqs.count)
         var isNew: [Bool] = []
         isNew.reserveCapacity(seqs.count)
         var fresh: [Int64] = []
         for s in seqs {
-            let new = !isTaken(s) && seen.insert(s).inserted
+            let new = !accepted.contains(s) && seen.insert(s).inserted
             isNew.append(new)
             if new { fresh.append(s) }
         }
         nextTicket += 1
         if !fresh.isEmpty { inFlight[nextTicket] = SeqRanges.runs(fresh) }
-        return (nextTicket, isNew)
+        return .reserved(ticket: nextTicket, isNew: isNew)
     }
 
     /// The reservation's events are durable.
@@ -100,10 +142,11 @@ public struct SeqWatermark: Sendable, Equatable {
         inFlight.removeValue(forKey: ticket)
     }
 
-    /// Everything up to `seq` is known accepted (from the IDB's checkpoint or the queue's last frame).
-    public mutating func raise(to seq: Int64) {
-        guard seq >= 0 else { return }
-        accepted.insert(0...seq)
+    /// Seqs up to `seq` were made durable before (the queue's last frame, the IDB's checkpoint).
+    /// Only ``durable`` moves: which of them were stored is not known here, so none of them is
+    /// answered as a duplicate.
+    public mutating func restored(through seq: Int64) {
+        restoredThrough = Swift.max(restoredThrough, seq)
     }
 }
 

@@ -64,7 +64,7 @@ struct Shipper: Service {
         guard try await IDBWriter.prepare(conn) else {
             throw ShipperError("another shipper holds IDB \(settings.idbDatabase); retrying")
         }
-        if let seq = try await IDBWriter.checkpoint(conn, source: settings.source) { state.raiseWatermark(to: seq) }
+        if let seq = try await IDBWriter.checkpoint(conn, source: settings.source) { state.restored(through: seq) }
         state.setLink(up: true)
         logger.info("shipping to the IDB", metadata: ["idb": "\(settings.idbSite)/\(settings.idbDatabase)"])
         let reader = queue.makeReader()

@@ -330,6 +330,14 @@ public final class DiskQueue: @unchecked Sendable {
         }
     }
 
+    /// Why an append of a `size`-byte frame would be refused now (full, failed, closed), or nil
+    /// when it would be taken: what a collector's `/readyz` answers.
+    public func refusal(forFrameOf size: Int) -> DiskQueueError? {
+        condition.lock()
+        defer { condition.unlock() }
+        return admit(size)
+    }
+
     /// Why an append of `size` bytes must be refused now, if it must. Called with the lock held.
     private func admit(_ size: Int) -> DiskQueueError? {
         if closed || closing { return DiskQueueError(code: .closed, message: "the queue is closed") }

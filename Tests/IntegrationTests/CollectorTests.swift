@@ -319,6 +319,70 @@ struct CollectorTests {
         #expect(stored == (base..<(base + 10)).map(Int64.init), "only the valid lines, once")
     }
 
+    /// Events with incompressible attrs, so a few batches fill the suite's 400 kB queue bound.
+    static func bulkyEvents(_ range: Range<Int>) -> Data {
+        var body = ""
+        for s in range {
+            let noise = (0..<20).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
+            body +=
+                #"{"source":"site1/voice","seq":\#(s),"ts":"2026-11-21T10:00:00Z","type":"interaction.created","interaction":"bulk\#(s)","media":"voice","attrs":{"n":"\#(noise.prefix(240))"}}"#
+                + "\n"
+        }
+        return Data(body.utf8)
+    }
+
+    // Catches issue 15's hole as a source sees it: each batch posted twice at the same moment (a
+    // retry while the first attempt is in flight) to a collector whose IDB is unreachable, until
+    // its queue is full. A 200 for events its twin failed to store (the old "duplicates" answer)
+    // leaves acknowledged events out of the IDB once the link returns; /readyz must say 503
+    // while the queue is full.
+    @Test func aRetryInFlightAtAFullQueueIsAcknowledgedOnlyForStoredEvents() async throws {
+        let lab = try await Self.lab()
+        let client = try Self.client(lab, "site1-b")
+        let base = Self.freshBase()
+        try lab.setLink("site1", "site2", .refuse)
+        try await Self.waitUntil("site1-b queues") { try await client.status()["mode"] as? String == "queueing" }
+        var acked = Set<Int64>()
+        var pairsWith503 = 0
+        var readyWhileFull: Int?
+        for batch in 0..<400 where pairsWith503 < 5 {
+            let range = (base + batch * 50)..<(base + batch * 50 + 50)
+            let body = Self.bulkyEvents(range)
+            async let first = client.post(body)
+            async let second = client.post(body)
+            let answers = try await [first, second]
+            for a in answers {
+                #expect(a.status == 200 || a.status == 503, "\(a.status) \(a.json)")
+                if a.status == 200 {
+                    #expect(
+                        (a.json["accepted"] as? Int ?? 0) + (a.json["duplicates"] as? Int ?? 0) == 50, "\(a.json)")
+                    acked.formUnion(range.map(Int64.init))
+                }
+            }
+            if answers.contains(where: { $0.status == 503 }) {
+                pairsWith503 += 1
+                readyWhileFull = try await Self.readyz(client)
+            }
+        }
+        #expect(pairsWith503 == 5, "the queue filled up")
+        #expect(readyWhileFull == 503, "not ready while the queue is full")
+        try lab.setLink("site1", "site2", .up)
+        try await Self.waitUntil("the queue drains") { try await Self.drained(client) }
+        #expect(try await Self.readyz(client) == 200)
+        let stored = Set(
+            try await Self.stored(lab, site: "site2", idb: "idb_site1_b", source: "site1/voice").filter {
+                $0 >= base && $0 < base + 100_000
+            })
+        let missing = acked.subtracting(stored)
+        #expect(missing.isEmpty, "\(missing.count) of \(acked.count) acknowledged events are not in the IDB")
+        #expect(stored.isSubset(of: acked), "only what was acknowledged was stored")
+    }
+
+    static func readyz(_ client: IngestClient) async throws -> Int {
+        let (_, response) = try await URLSession.shared.data(from: URL(string: client.url + "/readyz")!)
+        return (response as! HTTPURLResponse).statusCode
+    }
+
     @Test func aFullQueueAnswers503AndRecovers() async throws {
         let lab = try await Self.lab()
         let base = Self.freshBase()
