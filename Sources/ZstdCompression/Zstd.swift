@@ -8,6 +8,9 @@ public struct ZstdError: Error, CustomStringConvertible, Sendable, Equatable {
         case corruptInput
         /// The decoded size would exceed the caller's limit.
         case outputTooLarge
+        /// The frame asks for a larger decoding window than allowed (see
+        /// ``ZstdDecompressor/init(windowLogMax:)``): refused before the window is allocated.
+        case windowTooLarge
         /// libzstd failed for another reason (out of memory, bad parameter).
         case library
     }
@@ -28,10 +31,11 @@ public struct ZstdError: Error, CustomStringConvertible, Sendable, Equatable {
             let code: Code
             switch ZSTD_getErrorCode(result) {
             case ZSTD_error_prefix_unknown, ZSTD_error_corruption_detected, ZSTD_error_checksum_wrong,
-                ZSTD_error_srcSize_wrong, ZSTD_error_frameParameter_unsupported,
-                ZSTD_error_frameParameter_windowTooLarge, ZSTD_error_literals_headerWrong,
+                ZSTD_error_srcSize_wrong, ZSTD_error_frameParameter_unsupported, ZSTD_error_literals_headerWrong,
                 ZSTD_error_dictionary_wrong:
                 code = .corruptInput
+            case ZSTD_error_frameParameter_windowTooLarge:
+                code = .windowTooLarge
             case ZSTD_error_dstSize_tooSmall:
                 code = .outputTooLarge
             default:
@@ -68,14 +72,25 @@ public enum Zstd {
     /// ``ZstdError/Code/corruptInput`` for anything that is not a complete zstd stream,
     /// ``ZstdError/Code/outputTooLarge`` when the decoded data would exceed `maxOutput`
     /// (a decompression bomb, or a limit such as the ingest body size).
+    ///
+    /// The decoding window is bounded by `maxOutput` too (``windowLog(for:)``): a crafted frame
+    /// that declares a huge window is refused (``ZstdError/Code/windowTooLarge``) before
+    /// anything is allocated for it.
     public static func decompress(_ input: UnsafeRawBufferPointer, maxOutput: Int) throws -> [UInt8] {
-        var decompressor = try ZstdDecompressor()
+        var decompressor = try ZstdDecompressor(windowLogMax: windowLog(for: maxOutput))
         var output: [UInt8] = []
         try decompressor.decompress(input, maxOutput: maxOutput) { chunk in
             output.append(contentsOf: chunk)
         }
         try decompressor.finish()
         return output
+    }
+
+    /// The smallest window log (10…27, zstd's own bounds) whose window holds `bytes`: no valid
+    /// frame of at most `bytes` decoded bytes needs a larger window.
+    public static func windowLog(for bytes: Int) -> Int32 {
+        let needed = bytes <= 1 ? 0 : Int.bitWidth - (bytes - 1).leadingZeroBitCount
+        return Int32(Swift.min(27, Swift.max(10, needed)))
     }
 
     /// Decompresses `input`; see ``decompress(_:maxOutput:)-(UnsafeRawBufferPointer,_)``.
@@ -162,9 +177,18 @@ public struct ZstdDecompressor: ~Copyable {
     /// True between frames: the input seen so far ends on a frame boundary.
     private var atFrameBoundary = true
 
-    public init() throws {
+    /// A context that refuses frames whose window exceeds `2^windowLogMax` bytes (zstd's own
+    /// default, 27, allows 128 MiB per context: the memory a hostile frame could claim).
+    public init(windowLogMax: Int32 = 27) throws {
         guard let context = ZSTD_createDCtx() else {
             throw ZstdError(code: .library, message: "cannot allocate a decompression context")
+        }
+        do {
+            _ = try ZstdError.check(
+                ZSTD_DCtx_setParameter(context, ZSTD_d_windowLogMax, windowLogMax), "set windowLogMax")
+        } catch {
+            ZSTD_freeDCtx(context)
+            throw error
         }
         self.context = context
     }

@@ -62,8 +62,38 @@ struct ZstdTests {
             _ = try Zstd.decompress(bomb, maxOutput: 1_000_000)
             Issue.record("must refuse")
         } catch let e as ZstdError {
+            // Its 2 MiB window alone is more than a 1 MB output needs: refused at the header.
+            #expect(e.code == .windowTooLarge || e.code == .outputTooLarge)
+        }
+        let smallWindow = try Zstd.compress([UInt8](repeating: 0, count: 100_000))
+        do {
+            _ = try Zstd.decompress(smallWindow, maxOutput: 50_000)
+            Issue.record("must refuse")
+        } catch let e as ZstdError {
             #expect(e.code == .outputTooLarge)
         }
+    }
+
+    // Catches a decoder left at zstd's default window limit (128 MiB): a crafted frame header
+    // declaring that window would make every concurrent ingest request allocate it.
+    @Test func refusesAFrameDeclaringAHugeWindowBeforeAllocatingIt() throws {
+        // Magic, a frame header without content size (descriptor 0), a window descriptor of
+        // 2^(10+17) = 128 MiB, then a raw block of 1 byte.
+        let frame: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 17 << 3, 0x09, 0x00, 0x00, 0x41]
+        #expect(Zstd.windowLog(for: 16 << 20) == 24)
+        #expect(Zstd.windowLog(for: (16 << 20) + 1) == 25)
+        #expect(Zstd.windowLog(for: 10) == 10)
+        do {
+            _ = try Zstd.decompress(frame, maxOutput: 16 << 20)
+            Issue.record("must refuse")
+        } catch let e as ZstdError {
+            #expect(e.code == .windowTooLarge, "\(e)")
+        }
+        // The same frame is valid: with a decoder allowed that window it decodes.
+        var open = try ZstdDecompressor(windowLogMax: 27)
+        var out: [UInt8] = []
+        try frame.withUnsafeBytes { try open.decompress($0, maxOutput: 10) { out += $0 } }
+        #expect(out == [0x41])
     }
 
     @Test func interoperatesWithTheCommandLineTool() throws {
