@@ -11,8 +11,10 @@ public struct QueueInspector {
     public let directory: String
     var segmentsDirectory: String { directory + "/segments" }
 
+    /// `directory` may be relative (to the working directory); it is kept absolute, so a salvage
+    /// can name the directory that holds it.
     public init(directory: String) throws {
-        self.directory = directory
+        self.directory = URL(fileURLWithPath: directory).standardizedFileURL.path
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory + "/segments", isDirectory: &isDir), isDir.boolValue
         else {
@@ -116,10 +118,26 @@ public struct QueueInspector {
         return records
     }
 
-    /// Rewrites the queue keeping every readable unacknowledged frame byte for byte (their
-    /// indexes, and so the loss accounting, are preserved). The damaged original is kept beside
-    /// it as `DIR.damaged-TIMESTAMP`. Returns (frames kept, damaged regions dropped, events lost).
-    public func salvage() throws -> (kept: Int, dropped: Int, lost: UInt64, backup: String) {
+    /// What a salvage did.
+    public struct SalvageResult: Sendable {
+        public var kept: Int
+        public var dropped: Int
+        /// Events lost in the dropped regions, counted now into the cursor's `lost_events`.
+        public var lost: UInt64
+        public var backup: String
+    }
+
+    /// The file in a queue directory where each salvage records what it dropped and when.
+    public static let salvageLog = "salvage.log"
+
+    /// Rewrites the queue keeping every readable unacknowledged frame's payload byte for byte.
+    ///
+    /// The kept frames are renumbered without gaps, and the events of the dropped regions are
+    /// counted now, into the cursor's `lost_events` and a line of ``salvageLog``: afterwards
+    /// `verify` is clean, the queue's `events` is exactly what will ship, and the loss is
+    /// history, not damage to repair again. The damaged original is kept beside it as
+    /// `DIR.damaged-TIMESTAMP`.
+    public func salvage() throws -> SalvageResult {
         let lock = try FileIO.open(directory + "/lock", O_RDWR | O_CREAT)
         defer { close(lock) }
         guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
@@ -130,66 +148,103 @@ public struct QueueInspector {
         try FileManager.default.createDirectory(atPath: tmp + "/segments", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: tmp + "/quarantine", withIntermediateDirectories: true)
         let old = cursor
-        var kept = 0
+        var writer = SalvageWriter(directory: tmp, segment: old?.position.segment ?? 1)
         var dropped = 0
         var lost: UInt64 = 0
-        var segmentId: UInt64 = (old?.position.segment ?? 1)
-        var fd: Int32 = -1
-        var offset = 0
-        var firstPosition: QueuePosition?
-        var firstIndex: UInt64?
-        let segmentLimit = 64 << 20
-        func startSegment(_ index: UInt64) throws {
-            if fd >= 0 {
-                try FileIO.fdatasync(fd, path: "salvage")
-                close(fd)
-                segmentId += 1
-            }
-            let p = tmp + "/segments/" + DiskQueue.segmentName(segmentId)
-            fd = try FileIO.open(p, O_WRONLY | O_CREAT | O_TRUNC)
-            try SegmentHeader(segment: segmentId, firstIndex: index).encode().withUnsafeBytes {
-                try FileIO.pwriteAll(fd, $0, at: 0, path: p)
-            }
-            offset = FrameFormat.segmentHeaderSize
-        }
+        var nextIndex: UInt64? = old?.nextIndex
         try walk(fromCursor: true) { finding, records in
             switch finding {
-            case .frame(let position, let header):
+            case .frame(let position, var header):
                 _ = try records()  // only frames that decode completely are kept
-                if fd < 0 || offset + header.frameSize > segmentLimit { try startSegment(header.firstIndex) }
+                let index = nextIndex ?? header.firstIndex
+                header.firstIndex = index
+                nextIndex = header.endIndex
                 let src = path(position.segment)
                 let sfd = try FileIO.open(src, O_RDONLY)
                 defer { close(sfd) }
-                let bytes = try FileIO.pread(sfd, count: header.frameSize, at: position.offset, path: src)
-                if firstPosition == nil {
-                    firstPosition = QueuePosition(segment: segmentId, offset: offset)
-                    firstIndex = header.firstIndex
-                }
-                try bytes.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: offset, path: "salvage") }
-                offset += bytes.count
-                kept += 1
+                let payload = try FileIO.pread(
+                    sfd, count: Int(header.storedLength), at: position.offset + FrameFormat.frameHeaderSize, path: src)
+                try writer.write(header, payload)
             case .damage(_, let length, let events, _):
                 if length > 0 { dropped += 1 }
                 lost += events ?? 0
             }
         }
-        if fd < 0 { try startSegment(old?.nextIndex ?? 0) }
-        try FileIO.fdatasync(fd, path: "salvage")
-        close(fd)
+        let first = try writer.finish(firstIndex: nextIndex ?? 0)
         let cursorFile = try CursorFile(directory: tmp)
         try cursorFile.write(
             AckCursor(
-                position: firstPosition ?? QueuePosition(segment: segmentId, offset: FrameFormat.segmentHeaderSize),
-                // The gaps left by dropped frames are counted by the reader when it meets them.
-                nextIndex: old?.nextIndex ?? firstIndex ?? 0, lostEvents: old?.lostEvents ?? 0,
-                lastLoss: .init(segment: 0, offset: 0)))
+                position: first.position, nextIndex: old?.nextIndex ?? first.index,
+                lostEvents: (old?.lostEvents ?? 0) + lost, lastLoss: .init(segment: 0, offset: 0)))
+        let stamp = Date()
+        let backup = directory + ".damaged-\(Int(stamp.timeIntervalSince1970))"
+        var history = (try? String(contentsOfFile: directory + "/" + Self.salvageLog, encoding: .utf8)) ?? ""
+        history +=
+            "\(ISO8601DateFormatter().string(from: stamp)) salvage: kept \(writer.kept) frames, dropped \(dropped) damaged regions, \(lost) events lost (counted in lost_events), original kept in \(backup)\n"
+        try FileIO.writeDurably(Array(history.utf8), to: tmp + "/" + Self.salvageLog)
         try FileIO.fsyncDirectory(tmp + "/segments")
         try FileIO.fsyncDirectory(tmp)
-        let stamp = Int(Date().timeIntervalSince1970)
-        let backup = directory + ".damaged-\(stamp)"
         guard rename(directory, backup) == 0 else { throw FileIO.error("rename", directory) }
         guard rename(tmp, directory) == 0 else { throw FileIO.error("rename", tmp) }
         try FileIO.fsyncDirectory((directory as NSString).deletingLastPathComponent)
-        return (kept, dropped, lost, backup)
+        return SalvageResult(kept: writer.kept, dropped: dropped, lost: lost, backup: backup)
+    }
+
+    /// The history of salvages of this queue, one line each (empty when never salvaged).
+    public var salvageHistory: [String] {
+        ((try? String(contentsOfFile: directory + "/" + Self.salvageLog, encoding: .utf8)) ?? "")
+            .split(separator: "\n").map(String.init)
+    }
+}
+
+/// Writes a salvaged queue's segments: frames appended in order, a new segment past 64 MiB.
+struct SalvageWriter {
+    let directory: String
+    var segment: UInt64
+    var fd: Int32 = -1
+    var offset = 0
+    var kept = 0
+    var first: (position: QueuePosition, index: UInt64)?
+    static let segmentLimit = 64 << 20
+
+    init(directory: String, segment: UInt64) {
+        self.directory = directory
+        self.segment = segment
+    }
+
+    private mutating func startSegment(_ index: UInt64) throws {
+        if fd >= 0 {
+            try FileIO.fdatasync(fd, path: "salvage")
+            close(fd)
+            segment += 1
+        }
+        let p = directory + "/segments/" + DiskQueue.segmentName(segment)
+        fd = try FileIO.open(p, O_WRONLY | O_CREAT | O_TRUNC)
+        try SegmentHeader(segment: segment, firstIndex: index).encode().withUnsafeBytes {
+            try FileIO.pwriteAll(fd, $0, at: 0, path: p)
+        }
+        offset = FrameFormat.segmentHeaderSize
+    }
+
+    mutating func write(_ header: FrameHeader, _ payload: [UInt8]) throws {
+        if fd < 0 || offset + header.frameSize > Self.segmentLimit { try startSegment(header.firstIndex) }
+        if first == nil { first = (QueuePosition(segment: segment, offset: offset), header.firstIndex) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(header.frameSize)
+        header.encode(into: &bytes)
+        bytes += payload
+        try bytes.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: offset, path: "salvage") }
+        offset += bytes.count
+        kept += 1
+    }
+
+    /// Syncs and closes the last segment (an empty one when nothing was kept, starting at
+    /// `firstIndex`) and returns where reading starts.
+    mutating func finish(firstIndex: UInt64) throws -> (position: QueuePosition, index: UInt64) {
+        if fd < 0 { try startSegment(firstIndex) }
+        try FileIO.fdatasync(fd, path: "salvage")
+        close(fd)
+        fd = -1
+        return first ?? (QueuePosition(segment: segment, offset: FrameFormat.segmentHeaderSize), firstIndex)
     }
 }

@@ -88,6 +88,12 @@ extension BCPipe.QueueCommand {
             }
             if problems.isEmpty {
                 print("ok: \(frames) frames in \(inspector.segments.count) segments verified")
+                // Losses counted before (by a salvage, or by a collector reading past damage)
+                // are history: said, not reported as damage to repair again.
+                if let lost = inspector.cursor?.lostEvents, lost > 0 {
+                    print("earlier losses: \(lost) events, counted in lost_events")
+                }
+                for line in inspector.salvageHistory { print("  \(line)") }
                 return
             }
             for p in problems { print("DAMAGED \(p)") }
@@ -131,7 +137,7 @@ extension BCPipe.QueueCommand {
             // salvage() takes the queue's lock: it refuses while a collector has the queue open.
             let result = try QueueInspector(directory: dir).salvage()
             print(
-                "salvaged \(dir): kept \(result.kept) frames, dropped \(result.dropped) damaged regions (\(result.lost) events lost, counted when read)"
+                "salvaged \(dir): kept \(result.kept) frames, dropped \(result.dropped) damaged regions (\(result.lost) events lost, counted now in lost_events); `bcpipe queue verify \(dir)` is clean"
             )
             print("the damaged original is kept in \(result.backup)")
         }
