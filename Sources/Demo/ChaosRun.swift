@@ -224,8 +224,7 @@ public struct ChaosRun: Sendable {
                 ).run()
                 log("  dr declare onto \(survivor): done")
                 try await Task.sleep(for: .seconds(3))
-                try await lab.addSite(failed)
-                try await lab.up(options)
+                try await lab.addSite(failed, options: options)
                 log("  \(failed) rebuilt with an empty server")
                 _ = try await ReturnToNormal(
                     topology: view, site: failed, active: survivor, dryRun: false, actor: "bcpipe chaos",

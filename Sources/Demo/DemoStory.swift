@@ -208,8 +208,7 @@ public struct DemoStory: Sendable {
         }
 
         try await act("return to normal with a replacement site (site3)") { a in
-            _ = try await lab.addSite("site3")
-            _ = try await lab.up(options)
+            _ = try await lab.addSite("site3", options: options)
             did(&a, "site3 provisioned: an empty server, databases migrated, processes started")
             let view = try Topology.load(path: lab.topologyPath(site: "site2"))
             try await procedure(&a, "rtn start") { say in

@@ -16,6 +16,9 @@ public struct LabState: Codable, Sendable, Equatable {
     public var stuckThreshold: Int
     public var lateData: Topology.LateDataPolicy
     public var sites: [Site]
+    /// The live traffic `lab up` was last asked for (events/s over all sources), so a site added
+    /// later gets its share; nil in labs saved before it was recorded.
+    public var traffic: Double?
 
     /// The most sites a lab's port plan has room for.
     public static let maxSites = 4

@@ -68,6 +68,7 @@ public struct LocalLab: Sendable {
             state = existing
             state.stuckThreshold = options.stuckThreshold
             state.lateData = options.lateData
+            state.traffic = options.traffic
         } else {
             guard options.basePort >= 1024, options.basePort + 100 < 32_768 else {
                 throw LabError(
@@ -78,24 +79,44 @@ public struct LocalLab: Sendable {
                 lateData: options.lateData,
                 sites: [
                     .init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true),
-                ])
+                ], traffic: options.traffic)
             try checkPortsFree(state, except: [])
         }
         try state.save(directory: directory)
         try writeTopologies(state)
         for site in state.sites { try await startSite(state, site) }
         try startWAN(state)
-        try startCollectors(state, environment: options.collectorEnvironment)
-        try startCoordinators(state, environment: options.collectorEnvironment)
-        if options.traffic > 0 { try startTraffic(state, rate: options.traffic) }
-        if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }
+        try startProcesses(state, options, sites: nil)
         return state
     }
 
+    /// Starts what is not running of the processes of `sites` (nil: every site): collectors,
+    /// coordinators, traffic, extractors. Each runs detached, in its own session, and outlives
+    /// the command that started it.
+    func startProcesses(_ state: LabState, _ options: Options, sites: Set<String>?) throws {
+        try startCollectors(state, environment: options.collectorEnvironment, sites: sites)
+        try startCoordinators(state, environment: options.collectorEnvironment, sites: sites)
+        if options.traffic > 0 { try startTraffic(state, rate: options.traffic, sites: sites) }
+        if options.startExtractors {
+            try startExtractors(state, environment: options.collectorEnvironment, sites: sites)
+        }
+    }
+
+    /// The options the lab was brought up with, as recorded in its state.
+    func recordedOptions(_ state: LabState) -> Options {
+        var o = Options()
+        o.mode = state.mode
+        o.basePort = state.basePort
+        o.stuckThreshold = state.stuckThreshold
+        o.lateData = state.lateData
+        o.traffic = state.traffic ?? 0
+        return o
+    }
+
     /// Starts every site's extractor; a standby's idles until its mart is made active.
-    func startExtractors(_ state: LabState, environment: [String: String]) throws {
+    func startExtractors(_ state: LabState, environment: [String: String], sites: Set<String>? = nil) throws {
         let topology = state.topology(directory: directory, viewpoint: nil)
-        for e in topology.extractors {
+        for e in topology.extractors where sites?.contains(e.site) ?? true {
             let pidFile = siteDirectory(e.site) + "/run/extractor.pid"
             if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
             guard state.site(e.site).map({ server(state, $0).isRunning }) == true else { continue }
@@ -115,10 +136,10 @@ public struct LocalLab: Sendable {
 
     /// Live traffic (bcpipe gen --post) for each site with sources, as a process of that site: a
     /// failed site's contact center stops sending with it. Heartbeats keep idle sources advancing.
-    func startTraffic(_ state: LabState, rate: Double) throws {
+    func startTraffic(_ state: LabState, rate: Double, sites: Set<String>? = nil) throws {
         let topology = state.topology(directory: directory, viewpoint: nil)
         let sources = topology.sources
-        for source in sources {
+        for source in sources where sites?.contains(source.site) ?? true {
             guard let site = state.site(source.site), server(state, site).isRunning else { continue }
             let pidFile = siteDirectory(site.name) + "/run/traffic.pid"
             if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
@@ -134,9 +155,9 @@ public struct LocalLab: Sendable {
     }
 
     /// Starts the coordinator of every site whose server runs, and waits until each listens.
-    func startCoordinators(_ state: LabState, environment: [String: String]) throws {
+    func startCoordinators(_ state: LabState, environment: [String: String], sites: Set<String>? = nil) throws {
         var started: [(String, Int)] = []
-        for site in state.sites where server(state, site).isRunning {
+        for site in state.sites where server(state, site).isRunning && sites?.contains(site.name) ?? true {
             let pidFile = siteDirectory(site.name) + "/run/coordinator.pid"
             if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
             try FileManager.default.createDirectory(
@@ -160,11 +181,13 @@ public struct LocalLab: Sendable {
     // MARK: pipeline processes
 
     /// Starts every collector that is not running, at its source's site, with that site's topology file.
-    func startCollectors(_ state: LabState, environment: [String: String]) throws {
+    func startCollectors(_ state: LabState, environment: [String: String], sites: Set<String>? = nil) throws {
         let topology = state.topology(directory: directory, viewpoint: nil)
         var started: [(String, Int)] = []
         for collector in topology.collectors {
-            guard let site = topology.sources.first(where: { $0.name == collector.source })?.site else { continue }
+            guard let site = topology.sources.first(where: { $0.name == collector.source })?.site,
+                sites?.contains(site) ?? true
+            else { continue }
             let pidFile = siteDirectory(site) + "/run/collector-\(collector.name).pid"
             if let pid = readPID(pidFile), Processes.isAlive(pid) { continue }
             guard state.site(site).map({ server(state, $0).isRunning }) == true else { continue }
@@ -239,7 +262,9 @@ public struct LocalLab: Sendable {
             try server.initialize()
         }
         try server.start()
-        let topology = state.topology(directory: directory, viewpoint: nil)
+        // As `bcpipe db migrate --config SITE.yaml` at that site would: the other sites as this
+        // one reaches them (through the WAN) become its mart's known publishers.
+        let topology = state.topology(directory: directory, viewpoint: site.name)
         guard let topoSite = topology.site(named: site.name) else { return }
         _ = try await Migrator(logger: logger).migrateSite(topoSite, topology: topology)
     }
@@ -253,9 +278,11 @@ public struct LocalLab: Sendable {
     }
 
     /// Provisions an empty replacement site (its own server and ports), or rebuilds a failed site
-    /// of the same name with an empty server.
+    /// of the same name with an empty server; then starts the site's processes (its sources'
+    /// collectors and traffic, its coordinator and extractor) with `options`, by default those
+    /// the lab was brought up with. Returns when they listen: "ready" means running.
     @discardableResult
-    public func addSite(_ name: String) async throws -> LabState {
+    public func addSite(_ name: String, options: Options? = nil) async throws -> LabState {
         var state = try requireState()
         guard name.range(of: "^[a-z][a-z0-9_-]{0,30}$", options: .regularExpression) != nil else {
             throw LabError("site name \"\(name)\" must be lower-case letters, digits, _ or -, starting with a letter")
@@ -283,6 +310,11 @@ public struct LocalLab: Sendable {
             try await startSite(state, site)
         }
         try startWAN(state)
+        // The other sites' marts learn the new site as a publisher (db migrate at each site).
+        for other in state.sites where other.name != name && server(state, other).isRunning {
+            try await startSite(state, other)
+        }
+        try startProcesses(state, options ?? recordedOptions(state), sites: [name])
         return state
     }
 
@@ -358,6 +390,15 @@ public struct LocalLab: Sendable {
             lines.append(
                 "  \(site.name): PostgreSQL 127.0.0.1:\(state.postgresPort(site)) \(s.isRunning ? "running" : "stopped")"
             )
+            let run = siteDirectory(site.name) + "/run/"
+            if s.isRunning || readPID(run + "coordinator.pid") != nil {
+                let alive = readPID(run + "coordinator.pid").map(Processes.isAlive) ?? false
+                lines.append(
+                    "    coordinator 127.0.0.1:\(state.coordinatorPort(site)): \(alive ? "running" : "stopped")")
+            }
+            if let pid = readPID(run + "traffic.pid") {
+                lines.append("    traffic (bcpipe gen --post): \(Processes.isAlive(pid) ? "running" : "stopped")")
+            }
             if let e = topology.extractors.first(where: { $0.site == site.name }) {
                 let alive = readPID(siteDirectory(site.name) + "/run/extractor.pid").map(Processes.isAlive) ?? false
                 let state = alive ? "running" : e.role == .standby ? "not started (standby)" : "stopped"

@@ -65,8 +65,7 @@ func benchReturnToNormal(workDir: String, basePort: Int, targetBytes: Int64) asy
         "return to normal, a \(fmt(mib, 0)) MiB mart (\(rate(Double(events)))events, grown in \(fmt(Date().timeIntervalSince(grow), 0)) s):"
     )
 
-    try await lab.addSite("site3")
-    _ = try await lab.up(options)
+    try await lab.addSite("site3", options: options)
     let topology = try Topology.load(path: lab.topologyPath(site: "site2"))
     let site3 = topology.site(named: "site3")!
     let bin = try PostgresTools.binDirectory(containing: "pg_dump")

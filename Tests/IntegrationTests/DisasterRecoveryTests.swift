@@ -235,8 +235,7 @@ struct DisasterRecoveryTests {
                 "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", survivorView,
             ])
             .status == 0)
-        try await lab.addSite(newSite)
-        try await lab.up(o)
+        try await lab.addSite(newSite, options: o)
         topology = try Topology.load(path: survivorView)
         rig = ExtractorRig(lab: lab, topology: topology, settings: rig.settings)
 

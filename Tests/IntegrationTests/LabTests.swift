@@ -179,6 +179,8 @@ struct LabLifecycleTests {
         state = try await lab.addSite("site3")
         let site3 = try #require(state.site("site3"))
         #expect(site3.hasSources == false)
+        // Catches add-site leaving the site's processes unstarted (issue 15): "ready" means running.
+        #expect(Processes.isListening(state.coordinatorPort(site3)), "site3's coordinator runs")
         let topology = try Topology.load(path: lab.topologyPath(site: "site3"))
         #expect(topology.sites.map(\.name) == ["site1", "site2", "site3"])
         let mart = try await TestLab.connect(lab, site: "site3", database: "mart")
@@ -192,6 +194,13 @@ struct LabLifecycleTests {
         // A failed site can be rebuilt empty under its own name.
         state = try await lab.addSite("site2")
         #expect(site2.isRunning)
+        let rebuilt = try #require(state.site("site2"))
+        #expect(Processes.isListening(state.coordinatorPort(rebuilt)))
+        for member in 0..<2 {
+            #expect(
+                Processes.isListening(state.collectorPort(siteIndex: rebuilt.index, member: member)),
+                "site2's collectors run again")
+        }
         await #expect(throws: LabError.self) { try await lab.addSite("site1") }
     }
 }
