@@ -191,7 +191,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         let publisher = try await PostgresConnection.connect(config, logger: logger)
         defer { Task { await publisher.close() } }
         try await Replication.ensurePublication(publisher)
-        try await Replication.subscribe(m, site: site.name, publisher: publisher, publisherConninfo: active.postgres)
+        try await Replication.subscribe(m, site: site.name, publisher: publisher, publisherSite: active.name)
         s.subscribed = true
         logger.notice(
             "standby mart subscribed to the active mart",

@@ -54,7 +54,7 @@ public enum Replication {
     /// `control.subscribe` (a SECURITY DEFINER function: PostgreSQL 15 lets only a superuser
     /// create one), and connects to the publisher as the role logged in here.
     public static func subscribe(
-        _ subscriber: PostgresConnection, site: String, publisher: PostgresConnection, publisherConninfo: String,
+        _ subscriber: PostgresConnection, site: String, publisher: PostgresConnection, publisherSite: String,
         existingSlot: String? = nil, copyData: Bool = true
     ) async throws {
         let name = subscription(of: site)
@@ -65,7 +65,7 @@ public enum Replication {
         }
         try await subscriber.query(
             "SELECT control.subscribe($1, $2, $3, $4)",
-            [name, "\(publisherConninfo) dbname=mart connect_timeout=5", slot, existingSlot == nil && copyData])
+            [name, publisherSite, slot, existingSlot == nil && copyData])
     }
 
     /// Drops the slot `slot` on `publisher` if it is there, waiting up to 15 s for the walsender

@@ -281,6 +281,8 @@ public struct ReturnToNormal: Sendable {
         // bulk build is several times cheaper than maintaining them row by row. The definitions
         // are kept in the target (control.copy_index), so an interrupted copy rebuilds whatever
         // it had dropped.
+        // Only a session holding the target's procedure lock may drop them (SQL/mart/008).
+        try await ProcedureSteps.lock(target, site: site)
         _ = try await target.query("SELECT control.drop_copy_indexes()")
         // Progress and time left by table size (bytes of heap): cheap to know, and what the copy costs.
         var sizes: [String: Double] = [:]
@@ -338,7 +340,7 @@ public struct ReturnToNormal: Sendable {
             try await Replication.dropSlot(source, slot)
         } else {
             try await Replication.subscribe(
-                target, site: site, publisher: source, publisherConninfo: activeSite.postgres, existingSlot: slot)
+                target, site: site, publisher: source, publisherSite: activeSite.name, existingSlot: slot)
         }
         return
             #"{"slot": "\#(slot)", "snapshot": "\#(snapshot)", "seconds": \#(Int(Date().timeIntervalSince(started)))}"#

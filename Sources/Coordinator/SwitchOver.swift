@@ -199,7 +199,7 @@ public struct SwitchOver: Sendable {
             // Both marts hold the same rows now: follow from here, no copy.
             try await Replication.dropSlot(old, name)
             try await Replication.subscribe(
-                old, site: oldSite.name, publisher: target, publisherConninfo: newSite.postgres, copyData: false)
+                old, site: oldSite.name, publisher: target, publisherSite: newSite.name, copyData: false)
         }
         // (The delete is replicated to the old one.)
         try await target.query("DELETE FROM control.extractor WHERE site = 'switch-over marker'")

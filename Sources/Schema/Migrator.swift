@@ -102,6 +102,23 @@ public struct Migrator: Sendable {
 
     /// Creates and migrates every database of `site` (its IDBs and its mart).
     /// Returns a line per database saying what was applied.
+    static let upsertPublisher = """
+        INSERT INTO control.publisher (site, conninfo) VALUES ($1, $2)
+        ON CONFLICT (site) DO UPDATE SET conninfo = EXCLUDED.conninfo, updated_at = now()
+        WHERE control.publisher.conninfo IS DISTINCT FROM EXCLUDED.conninfo
+        """
+    static let deleteOtherPublishers = "DELETE FROM control.publisher WHERE NOT (site = ANY($1::text[]))"
+
+    /// Records, as the owner, the servers this site's mart may subscribe to: every other site of
+    /// the topology, as this site reaches it (`control.subscribe` accepts no other).
+    func recordPublishers(_ conn: PostgresConnection, topology: Topology, site: String) async throws {
+        let others = topology.sites.filter { $0.name != site }
+        try await conn.transaction { c in
+            for s in others { try await c.query(Self.upsertPublisher, [s.name, s.postgres]) }
+            try await c.query(Self.deleteOtherPublishers, ["{" + others.map(\.name).joined(separator: ",") + "}"])
+        }
+    }
+
     public func migrateSite(_ site: Topology.Site, topology: Topology) async throws -> [String] {
         var report: [String] = []
         for database in topology.databases(atSite: site.name) {
@@ -110,6 +127,7 @@ public struct Migrator: Sendable {
             let component: Migration.Component = database == Topology.martDatabase ? .mart : .idb
             do {
                 let applied = try await migrate(conn, component: component)
+                if component == .mart { try await recordPublishers(conn, topology: topology, site: site.name) }
                 await conn.close()
                 let latest = Migration.of(component).last?.version ?? 0
                 report.append(

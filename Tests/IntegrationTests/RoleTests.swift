@@ -37,15 +37,41 @@ struct RoleTests {
         _ = try? await c.execute("ROLLBACK")
     }
 
-    /// The statement is allowed (and rolled back).
-    static func allowed(_ c: PostgresConnection, _ sql: String, sourceLocation: SourceLocation = #_sourceLocation)
-        async
-    {
+    /// The statement is allowed (and rolled back); with `expectFailure`, it runs and fails for
+    /// a reason other than privilege, whose message holds that text.
+    static func allowed(
+        _ c: PostgresConnection, _ sql: String, expectFailure: String? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async {
+        do {
+            try await c.execute("BEGIN")
+            try await c.execute(sql)
+            if let expectFailure {
+                Issue.record("\(sql) did not fail with \(expectFailure)", sourceLocation: sourceLocation)
+            }
+        } catch let e as PostgresError where expectFailure != nil {
+            #expect(
+                e.sqlState != insufficientPrivilege && e.description.contains(expectFailure!), "\(sql): \(e)",
+                sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("refused: \(sql): \(error)", sourceLocation: sourceLocation)
+        }
+        _ = try? await c.execute("ROLLBACK")
+    }
+
+    /// The statement fails with SQLSTATE `state` and a message holding `text`, and changes nothing.
+    static func refusedWith(
+        _ c: PostgresConnection, _ sql: String, _ state: String, _ text: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async {
         do {
             try await c.execute("BEGIN")
             _ = try await c.query(sql)
+            Issue.record("allowed: \(sql)", sourceLocation: sourceLocation)
+        } catch let e as PostgresError {
+            #expect(e.sqlState == state && e.description.contains(text), "\(sql): \(e)", sourceLocation: sourceLocation)
         } catch {
-            Issue.record("refused: \(sql): \(error)", sourceLocation: sourceLocation)
+            Issue.record("\(sql): \(error)", sourceLocation: sourceLocation)
         }
         _ = try? await c.execute("ROLLBACK")
     }
@@ -146,7 +172,36 @@ struct RoleTests {
         )
         await Self.allowed(cMart, "TRUNCATE \(Replication.tables.joined(separator: ", "))")
         await Self.allowed(cMart, "SELECT control.set_reporting_read_only(true)")
-        await Self.allowed(cMart, "SELECT control.drop_copy_indexes()")
+        // Catches the open door of issue 15: the copy's index drop (mart.event's primary key
+        // among them) outside a return to normal's copy.
+        await Self.refusedWith(cMart, "SELECT control.drop_copy_indexes()", "55000", "not being rebuilt")
+        await Self.refused(cMart, "SELECT control.drop_copy_indexes_unchecked()")
+        await Self.allowed(
+            cMart,
+            "UPDATE control.deployment SET phase = 'return-to-normal'; SELECT control.drop_copy_indexes()",
+            expectFailure: "does not hold the procedure lock")
+        await Self.allowed(
+            cMart,
+            """
+            UPDATE control.deployment SET phase = 'return-to-normal';
+            SELECT pg_advisory_lock(hashtext('bcpipe procedure')); SELECT control.drop_copy_indexes();
+            """)
+        _ = try await cMart.query("SELECT pg_advisory_unlock_all()")
+        #expect(
+            try await cMart.query("SELECT count(*) FROM pg_indexes WHERE tablename = 'event' AND schemaname = 'mart'")[
+                0
+            ]
+            .decode(0, as: Int.self) > 0, "the rolled-back drop left mart.event's indexes")
+        // Catches the other: a subscription to a server of the caller's choosing, applied as the
+        // owner. Only the sites db migrate recorded from the topology are publishers.
+        await Self.refusedWith(
+            cMart, "SELECT control.subscribe('bcpipe_evil', 'host=10.9.9.9 port=5432', 'bcpipe_evil', false)", "22023",
+            "not a publisher this mart knows")
+        await Self.refused(cMart, "INSERT INTO control.publisher (site, conninfo) VALUES ('evil', 'host=10.9.9.9')")
+        await Self.refused(cMart, "UPDATE control.publisher SET conninfo = 'host=10.9.9.9'")
+        #expect(
+            try await cMart.query("SELECT site FROM control.publisher").map { $0[0]! } == ["site1"],
+            "site2's mart knows site1 as its publisher")
         await Self.refused(cMart, "UPDATE mart.event SET queue = 'x'")
         await Self.refused(cMart, "DELETE FROM mart.fact_interaction")
         await Self.refused(cMart, "DELETE FROM control.journal")
@@ -163,7 +218,7 @@ struct RoleTests {
         // The functions take only what they are for.
         do {
             _ = try await cMart.query(
-                "SELECT control.subscribe($1, 'host=127.0.0.1', 'bcpipe_x', false)", ["bcpipe_x; DROP TABLE mart.event"]
+                "SELECT control.subscribe($1, 'site1', 'bcpipe_x', false)", ["bcpipe_x; DROP TABLE mart.event"]
             )
             Issue.record("control.subscribe took a name that is not a subscription name")
         } catch let e as PostgresError {
