@@ -222,34 +222,55 @@ public struct LocalLab: Sendable {
     /// SIGKILLs one collector (for fault tests); `lab up` starts it again.
     public func killCollector(_ name: String) throws {
         let file = try collectorPIDFile(name)
-        guard let pid = readPID(file) else { return }
+        guard let pid = readPID(file), isLabProcess(pid) else { return }
         kill(pid, SIGKILL)
         while Processes.isAlive(pid) { usleep(5_000) }
     }
 
+    /// What the lab's processes run: the `bcpipe` executable it was given (also by its file
+    /// name, for a lab started by another build of it) and PostgreSQL.
+    var labExecutables: Set<String> {
+        let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
+        return [executable, resolved, (executable as NSString).lastPathComponent, "postgres"]
+    }
+
     /// Stops every process the lab started and waits until none is left. The data stays unless `remove`.
+    ///
+    /// Only a directory that holds a lab (its `lab.json`) is touched: its recorded processes
+    /// (pid files, checked to be still the lab's), its servers (`pg_ctl stop`), then any process
+    /// left that runs the lab's executable or PostgreSQL from inside the directory. A directory
+    /// that does not exist has nothing to stop.
     public func down(remove: Bool = false) throws {
-        if let pid = readPID(wanPIDPath) { Processes.stop(pid, grace: 5) }
-        try? FileManager.default.removeItem(atPath: wanPIDPath)
-        if let state = try? LabState.load(directory: directory) {
-            for site in state.sites {
-                stopSiteProcesses(site.name)
-                try? server(state, site).stop()
-            }
+        guard FileManager.default.fileExists(atPath: directory) else { return }
+        guard let state = try LabState.load(directory: directory) else {
+            throw LabError(
+                "\(directory) holds no lab (no lab.json): nothing was stopped\(remove ? " or removed" : ""); give the --dir of a lab"
+            )
         }
-        // Anything still running from this directory (a process whose pid file was lost).
+        if let pid = readPID(wanPIDPath), isLabProcess(pid) { Processes.stop(pid, grace: 5) }
+        try? FileManager.default.removeItem(atPath: wanPIDPath)
+        for site in state.sites {
+            stopSiteProcesses(site.name)
+            try? server(state, site).stop()
+        }
+        // Anything of the lab's still running from this directory (a process whose pid file was lost).
         for attempt in 0..<50 {
-            let left = Processes.processes(under: directory)
+            let left = Processes.processes(under: directory, executables: labExecutables)
             if left.isEmpty { break }
             for pid in left { kill(pid, attempt < 10 ? SIGTERM : SIGKILL) }
             usleep(100_000)
         }
-        let left = Processes.processes(under: directory)
+        let left = Processes.processes(under: directory, executables: labExecutables)
         guard left.isEmpty else {
             throw LabError(
                 "processes \(left.map(String.init).joined(separator: ", ")) of the lab in \(directory) would not stop")
         }
         if remove { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// Whether a recorded pid is still a process of this lab (not another that reused the pid).
+    func isLabProcess(_ pid: pid_t) -> Bool {
+        Processes.isLabProcess(pid, under: directory, executables: labExecutables)
     }
 
     // MARK: sites
@@ -452,7 +473,7 @@ public struct LocalLab: Sendable {
     func stopSiteProcesses(_ name: String, signal: Int32 = SIGTERM) {
         let run = siteDirectory(name) + "/run"
         for file in (try? FileManager.default.contentsOfDirectory(atPath: run)) ?? [] where file.hasSuffix(".pid") {
-            if let pid = readPID(run + "/" + file) {
+            if let pid = readPID(run + "/" + file), isLabProcess(pid) {
                 if signal == SIGKILL {
                     kill(pid, SIGKILL)
                     while Processes.isAlive(pid) { usleep(10_000) }

@@ -111,18 +111,46 @@ public enum Processes {
         _ = waitpid(pid, &status, WNOHANG)
     }
 
+    /// The executable a process runs (`/proc/PID/exe`), without the " (deleted)" of a binary
+    /// replaced since it started.
+    static func executable(of pid: pid_t) -> String? {
+        guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe") else {
+            return nil
+        }
+        return path.hasSuffix(" (deleted)") ? String(path.dropLast(" (deleted)".count)) : path
+    }
+
+    /// Whether `pid` runs one of `executables` (full paths, or bare names matched against the
+    /// executable's file name) and its working directory or command line lies under `directory`:
+    /// a process the lab started there, not another that reused a recorded pid.
+    public static func isLabProcess(_ pid: pid_t, under directory: String, executables: Set<String>) -> Bool {
+        processes(under: directory, executables: executables, candidates: [pid]) == [pid]
+    }
+
     /// Pids of processes whose working directory or command line lies under `directory` — how
-    /// the lab finds every process it started, PostgreSQL backends included (they run in their data directory).
-    public static func processes(under directory: String) -> [pid_t] {
+    /// the lab finds every process it started, PostgreSQL backends included (they run in their
+    /// data directory). With `executables`, only processes running one of them (full paths, or
+    /// bare names matched against the executable's file name).
+    public static func processes(
+        under directory: String, executables: Set<String>? = nil, candidates: [pid_t]? = nil
+    ) -> [pid_t] {
         let root = URL(fileURLWithPath: directory).standardizedFileURL.resolvingSymlinksInPath().path
         // Not this process nor what started it (`timeout … bcpipe demo --dir D`, a shell).
         var spare: Set<pid_t> = [getpid()]
         var ancestor = getppid()
         while ancestor > 1, spare.insert(ancestor).inserted { ancestor = parent(of: ancestor) ?? 1 }
         var found: [pid_t] = []
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        guard
+            let entries = candidates?.map(String.init)
+                ?? (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))
+        else { return [] }
         for entry in entries {
             guard let pid = pid_t(entry), !spare.contains(pid) else { continue }
+            if let executables {
+                guard let exe = executable(of: pid),
+                    executables.contains(exe) || executables.contains((exe as NSString).lastPathComponent)
+                else { continue }
+            }
             let cwd = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? ""
             var matches = cwd == root || cwd.hasPrefix(root + "/")
             if !matches, let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") {

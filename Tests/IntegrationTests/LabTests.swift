@@ -132,11 +132,36 @@ struct LabLifecycleTests {
         other.mode = .activeActive
         await #expect(throws: LabError.self) { try await lab.up(other) }
 
+        // Catches a lab down that kills whatever runs in or names the directory: a process of
+        // someone else's working there (here a shell with its cwd in the lab) is left alone.
+        let bystander = try Processes.spawnDetached(
+            ["/bin/bash", "-c", "cd '\(lab.directory)' && exec sleep 600"], log: "/dev/null")
+        defer { kill(bystander, SIGKILL) }
+        try await CollectorTests.waitUntil("the bystander works in the lab directory") {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(bystander)/cwd")) == lab.directory
+        }
         #expect(!Self.labProcesses(lab).isEmpty)
-        try lab.down()
-        #expect(Self.labProcesses(lab) == [], "lab down leaves no process of the lab behind")
+        let down = try Processes.run([TestLab.executable, "lab", "down", "--dir", lab.directory])
+        #expect(down.status == 0, "\(down.text)")
+        #expect(
+            Processes.processes(under: lab.directory) == [bystander], "lab down leaves no process of the lab behind")
+        #expect(Processes.isAlive(bystander), "and only the lab's processes were stopped")
         for pid in before.compactMap({ $0 }) { #expect(!Processes.isAlive(pid)) }
         try lab.down(remove: true)
+    }
+
+    // Catches `lab down --remove` deleting any directory it is given.
+    @Test func downRefusesADirectoryThatHoldsNoLab() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("not-a-lab-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "precious".write(toFile: dir + "/notes.txt", atomically: true, encoding: .utf8)
+        let down = try Processes.run([TestLab.executable, "lab", "down", "--dir", dir, "--remove"])
+        #expect(down.status == 1)
+        #expect(down.text.contains("holds no lab (no lab.json): nothing was stopped or removed"), "\(down.text)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/notes.txt"))
+        let gone = try Processes.run([TestLab.executable, "lab", "down", "--dir", dir + "/never-made"])
+        #expect(gone.status == 0, "a lab that does not exist has nothing to stop: \(gone.text)")
     }
 
     @Test func aPortInUseIsAClearError() async throws {
