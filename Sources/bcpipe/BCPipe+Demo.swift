@@ -52,7 +52,7 @@ extension BCPipe {
                 if !keep { try? lab.down(remove: dir == nil) }
                 throw error
             }
-            try result.html().write(toFile: report, atomically: true, encoding: .utf8)
+            try OutputFile.write(result.html(), to: report, what: "a writable path for --report")
             Self.say("")
             Self.say(
                 "== \(result.acts.filter(\.ok).count) of \(result.acts.count) acts as promised, in \(Int(result.seconds)) s; report: \(report)"

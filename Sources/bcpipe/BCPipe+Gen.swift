@@ -78,15 +78,7 @@ extension BCPipe {
             if path == "-" {
                 handle = .standardOutput
             } else {
-                // Opened in place, not created by FileManager (which writes a temporary file and
-                // renames it over the path: `--out /dev/null` as root replaced the device).
-                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                guard fd >= 0 else {
-                    throw ValidationError(
-                        "cannot write \(path): \(String(cString: strerror(errno))); give a writable file or - for stdout"
-                    )
-                }
-                handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+                handle = try OutputFile.open(path, what: "a writable file or - for stdout")
             }
             var buffer: [UInt8] = []
             var n = 0

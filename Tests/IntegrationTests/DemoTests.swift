@@ -8,9 +8,17 @@ import Testing
 @Suite("The demo", .serialized)
 struct DemoTests {
     @Test func theDemoPlaysEveryActAsPromised() async throws {
-        let report = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(getpid()).html").path
+        let target = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(getpid()).html").path
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-test-demo-\(getpid())").path
-        defer { try? FileManager.default.removeItem(atPath: report) }
+        // --report names a symlink: the report is written into the file it points to, and the
+        // symlink stays (catches a write that renames a temporary file over the path).
+        let report = target + ".link"
+        try? FileManager.default.removeItem(atPath: report)
+        try FileManager.default.createSymbolicLink(atPath: report, withDestinationPath: target)
+        defer {
+            try? FileManager.default.removeItem(atPath: report)
+            try? FileManager.default.removeItem(atPath: target)
+        }
         let out = try Processes.run(
             [
                 TestLab.executable, "demo", "--dir", dir, "--base-port", "\(TestLab.basePort + 3200)", "--act-seconds",
@@ -28,7 +36,10 @@ struct DemoTests {
         let left = try Processes.run(["/usr/bin/pgrep", "-f", dir])
         #expect(left.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(left.text)")
 
-        let html = try String(contentsOfFile: report, encoding: .utf8)
+        #expect(
+            try FileManager.default.attributesOfItem(atPath: report)[.type] as? FileAttributeType
+                == .typeSymbolicLink, "the symlink was replaced")
+        let html = try String(contentsOfFile: target, encoding: .utf8)
         let doc = try HTMLNode.parse(html)
         #expect(doc.element(id: "verdict")?.attributes["class"] == "ok")
         let acts = try #require(doc.element(id: "acts")).rows
