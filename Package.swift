@@ -129,7 +129,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
-                "Coordinator", "Traffic", "ZstdCompression",
+                "Coordinator", "Traffic", "ZstdCompression", "Demo",
             ]),
     ],
     swiftLanguageModes: [.v6]

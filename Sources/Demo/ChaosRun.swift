@@ -8,7 +8,8 @@ import Traffic
 
 /// `bcpipe chaos`: the lab under steady live traffic while a seeded random schedule injects
 /// faults, then a ledger from the real databases — acknowledged, in every IDB, in every mart,
-/// lost, duplicated, unexpected (CONTRACT 6.1). Every kind of fault happens at least once, in an
+/// lost, miscounted (report rows that differ from a recount of the events: what a duplicate
+/// would damage), unexpected (CONTRACT 6.1). Every kind of fault happens at least once, in an
 /// order and with lengths drawn from the seed; more follow while time remains.
 public struct ChaosRun: Sendable {
     public enum Fault: Sendable, CustomStringConvertible, Equatable {
@@ -94,7 +95,7 @@ public struct ChaosRun: Sendable {
         public var errorAnswers = 0
         public var unanswered = 0
         public var passed: Bool {
-            reconciliation.lost == 0 && reconciliation.duplicated == 0 && reconciliation.unexpected == 0
+            reconciliation.lost == 0 && reconciliation.miscounted.total == 0 && reconciliation.unexpected == 0
                 && reconciliation.incomplete == nil && reconciliation.expected > 0
         }
     }
@@ -303,7 +304,8 @@ public struct ChaosRun: Sendable {
         defer { Task { await mart.close() } }
         var r = try await Reconciliation.run(
             mart: mart, martName: "\(reporting.name)/mart", writer: reporting.name, expected: expected,
-            sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } }, cutoff: cutoff, timeout: 180)
+            sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } }, cutoff: cutoff,
+            slaMs: Int64(topology.reporting.slaSeconds) * 1000, timeout: 180)
         r.lostWithFailedSite = lostWithSite
         var counted = 0
         for c in topology.collectors { counted += await DeploymentStatus.collectorStatus(c).lostEvents ?? 0 }

@@ -120,10 +120,14 @@ public struct DemoStory: Sendable {
             var r = try await Reconciliation.run(
                 mart: mart, martName: "\(reporting)/mart", writer: reporting, expected: expected,
                 sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } },
-                cutoff: cutoff)
+                cutoff: cutoff, slaMs: Int64(observer.reporting.slaSeconds) * 1000)
             r.lostWithFailedSite = lostWithSite
             if r.lost > 0 { a.problems.append("\(r.lost) acknowledged events missing outside any known gap") }
-            if r.duplicated > 0 { a.problems.append("\(r.duplicated) duplicates") }
+            if r.miscounted.total > 0 {
+                a.problems.append(
+                    "report rows differ from a recount of the events: queue_hourly \(r.miscounted.queueHourly), agent_daily \(r.miscounted.agentDaily), interactions \(r.miscounted.interactions)"
+                )
+            }
             if r.unexpected > 0 { a.problems.append("\(r.unexpected) events never sent") }
             if let i = r.incomplete { a.problems.append(i) }
             if r.expected == 0 { a.problems.append("no traffic reached the mart") }

@@ -21,8 +21,9 @@ public struct Reconciliation: Codable, Sendable {
     public var lost = 0
     /// Expected, not in the mart, inside a gap the mart reports (the documented loss).
     public var inKnownGaps = 0
-    /// Rows of one (source, seq) more than once, and interactions reported more than once.
-    public var duplicated = 0
+    /// Rows of `queue_hourly`, `agent_daily` and `interactions` that differ from a recount from
+    /// the event layer (``ViewRecount``): what an event extracted twice would damage. Must be 0.
+    public var miscounted = ViewRecount.Mismatches()
     /// In the mart, never sent.
     public var unexpected = 0
     public var gaps: [Gap] = []
@@ -34,7 +35,7 @@ public struct Reconciliation: Codable, Sendable {
 
     public var line: String {
         var parts = [
-            "sent \(expected)", "in mart \(inMart)", "lost \(lost)", "duplicated \(duplicated)",
+            "sent \(expected)", "in mart \(inMart)", "lost \(lost)", "miscounted \(miscounted.total)",
             "unexpected \(unexpected)",
         ]
         let open = gaps.filter { !$0.backfilled }
@@ -56,9 +57,10 @@ public struct Reconciliation: Codable, Sendable {
     ///     mart was read, so that an event sent late (stamped before the cutoff, posted after it)
     ///     and already in the mart is known as sent.
     ///   - writer: the site whose extractor row tells how far the mart is complete.
+    ///   - slaMs: the deployment's service level, for the views' recount.
     static func run(
         mart: PostgresConnection, martName: String, writer: String, expected: [String: [Int64: Int64]],
-        sentAtAll: () -> [String: Set<Int64>], cutoff: Int64, timeout: Double = 120
+        sentAtAll: () -> [String: Set<Int64>], cutoff: Int64, slaMs: Int64, timeout: Double = 120
     ) async throws -> Reconciliation {
         let cutoffTs = PostgresTimestamp(millisecondsSinceEpoch: cutoff)
         var r = Reconciliation(
@@ -111,12 +113,7 @@ public struct Reconciliation: Codable, Sendable {
             let sent = sentAtAll[source] ?? []
             r.unexpected += have.filter { want[$0] == nil && !sent.contains($0) }.count
         }
-        r.duplicated = try await mart.query(
-            """
-            SELECT (SELECT count(*) - count(DISTINCT (source, seq)) FROM mart.event)
-                 + (SELECT count(*) - count(DISTINCT (source, interaction)) FROM report.interactions)
-            """
-        )[0].decode(0, as: Int.self)
+        r.miscounted = try await ViewRecount.mismatches(mart, writer: writer, slaMs: slaMs)
         return r
     }
 }

@@ -16,8 +16,9 @@ extension BCPipe {
                 a collector's disk filling up (as root: its queue on a small tmpfs), a flipped byte in a \
                 queue segment, a site failure with dr declare and return to normal. Every kind happens at \
                 least once; more follow while --seconds lasts. Then the faults stop, the pipeline settles, \
-                and the ledger is printed: acknowledged, in every IDB, in every mart, lost, duplicated, \
-                unexpected. Exit 0 only with lost, duplicated and unexpected all zero. The same seed plays \
+                and the ledger is printed: acknowledged, in every IDB, in every mart, lost, miscounted \
+                (report rows that differ from a recount of the events), unexpected. Exit 0 only with lost, \
+                miscounted and unexpected all zero. The same seed plays \
                 the same schedule.
                 """)
         @Option(help: "How long the faults go on, seconds (at least one of each kind is played).")
@@ -75,7 +76,9 @@ extension BCPipe {
             }
             Demo.say("   reporting mart         \(r.mart): \(r.line)")
             Demo.say("   lost                   \(r.lost)")
-            Demo.say("   duplicated             \(r.duplicated)")
+            Demo.say(
+                "   miscounted             \(r.miscounted.total) (queue_hourly \(r.miscounted.queueHourly), agent_daily \(r.miscounted.agentDaily), interactions \(r.miscounted.interactions) rows differ from a recount of the events)"
+            )
             Demo.say("   unexpected             \(r.unexpected)")
             Demo.say(
                 "   collector answers      503 (back-pressure) \(ledger.backPressure) · other errors \(ledger.errorAnswers) · unanswered attempts \(ledger.unanswered) (retried; a batch counts once one collector of its pair says 200)"
@@ -86,7 +89,7 @@ extension BCPipe {
                     "   with the failed site   \(r.lostWithFailedSite) (acknowledged only by its collectors; CONTRACT 6.1)"
                 )
             }
-            Demo.say(ledger.passed ? "== PASS" : "== FAIL: lost, duplicated and unexpected must all be 0")
+            Demo.say(ledger.passed ? "== PASS" : "== FAIL: lost, miscounted and unexpected must all be 0")
             if keep {
                 Demo.say(
                     "== the lab keeps running: bcpipe status --config \(lab.topologyPath); bcpipe lab down --dir \(directory)"

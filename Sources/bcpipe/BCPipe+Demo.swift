@@ -17,7 +17,7 @@ extension BCPipe {
                 Normal operation; a WAN outage shorter than the stuck threshold; one longer (the gap, then \
                 the backfill); a site failure and dr declare; emergency operation; rtn start with a \
                 replacement site; normal again. Each act ends with a reconciliation from the databases \
-                (events sent, in the reporting mart, lost, duplicated, unexpected, known gaps); the demo \
+                (events sent, in the reporting mart, lost, miscounted report rows, unexpected, known gaps); the demo \
                 exits 1 if any act did not do what it promises. Writes an HTML report of the run.
                 """)
         @Flag(help: "Leave the lab running afterwards.") var keep = false

@@ -25,8 +25,14 @@ struct ChaosTests {
             if kind.hasPrefix("WAN cut"), out.text.contains("WAN cut (") { continue }
             Issue.record("no \(kind) in the run:\n\(out.text)")
         }
-        if geteuid() == 0 { #expect(out.text.contains("a collector's disk full"), "\(out.text)") }
-        for line in ["lost                   0", "duplicated             0", "unexpected             0"] {
+        // The full-disk fault mounts a real tmpfs: root only. Without root it is a failure, not a skip.
+        if geteuid() == 0 {
+            #expect(out.text.contains("a collector's disk full"), "\(out.text)")
+        } else {
+            Issue.record(
+                "the chaos run's full-disk fault mounts a tmpfs and needs root; run the tests as root (CI does)")
+        }
+        for line in ["lost                   0", "miscounted             0 ", "unexpected             0"] {
             #expect(out.text.contains(line), "\(line)")
         }
         // A cut longer than the threshold was played (the schedule's second cut).

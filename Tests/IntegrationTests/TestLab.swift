@@ -1,8 +1,10 @@
+import Demo
 import Foundation
 import Lab
 import Logging
 import PostgresClient
 import Topology
+import Traffic
 
 #if canImport(Glibc)
     import Glibc
@@ -85,6 +87,24 @@ actor TestLab {
     }
 
     /// A connection to a database of a site, directly or as `viewpoint` sees it (through the WAN).
+    /// Rows of `site`'s report views that differ from a recount of its event layer (what an
+    /// event extracted twice would damage; `mart.event`'s key alone cannot show it). `writer` is
+    /// the site whose extractor wrote the mart's facts.
+    static func miscounted(_ lab: LocalLab, site: String, writer: String? = nil) async throws
+        -> ViewRecount.Mismatches
+    {
+        let c = try await connect(lab, site: site, database: "mart")
+        do {
+            let sla = Int64(try Topology.load(path: lab.topologyPath).reporting.slaSeconds) * 1000
+            let m = try await ViewRecount.mismatches(c, writer: writer ?? site, slaMs: sla)
+            await c.close()
+            return m
+        } catch {
+            await c.close()
+            throw error
+        }
+    }
+
     static func connect(
         _ lab: LocalLab, site: String, database: String, viewpoint: String? = nil,
         configure: (inout PostgresConfiguration) -> Void = { _ in }
@@ -94,5 +114,17 @@ actor TestLab {
         var config = PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: database)
         configure(&config)
         return try await PostgresConnection.connect(config)
+    }
+}
+
+/// The seed of a test's random choices (kill timings): `BCPIPE_TEST_SEED` when set, to replay a
+/// failure, else a fresh one. Printed, and put in the test's failure messages.
+enum TestSeed {
+    static func make(_ test: String) -> UInt64 {
+        let seed =
+            ProcessInfo.processInfo.environment["BCPIPE_TEST_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64(UInt32.max))
+        print("\(test): seed \(seed) (replay with BCPIPE_TEST_SEED=\(seed))")
+        return seed
     }
 }
