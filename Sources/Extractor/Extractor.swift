@@ -130,6 +130,7 @@ public final class Extractor: @unchecked Sendable {
         while !Task.isCancelled {
             do {
                 let r = try await cycle()
+                if case .fenced = r.idle { metrics.recordFenced() }
                 if r.extracted > 0 {
                     logger.debug(
                         "cycle",

@@ -10,6 +10,7 @@ public final class ExtractorMetrics: @unchecked Sendable {
     private let site: String
     private let cycles: Counter
     private let failures: Counter
+    private let fenced: Counter
     private let events: Counter
     private let completeLag: Gauge
     private var completeThrough: Int64?
@@ -24,6 +25,9 @@ public final class ExtractorMetrics: @unchecked Sendable {
         cycles = registry.makeCounter(name: "bcpipe_extractor_cycles_total", labels: l, help: "Cycles committed.")
         failures = registry.makeCounter(
             name: "bcpipe_extractor_cycle_failures_total", labels: l, help: "Cycles that failed and were retried.")
+        fenced = registry.makeCounter(
+            name: "bcpipe_extractor_fenced_cycles_total", labels: l,
+            help: "Cycles that found this site fenced (an older epoch) and wrote nothing.")
         events = registry.makeCounter(
             name: "bcpipe_extractor_events_total", labels: l, help: "Events merged into the mart.")
         completeLag = registry.makeGauge(
@@ -32,6 +36,8 @@ public final class ExtractorMetrics: @unchecked Sendable {
     }
 
     func recordFailure() { failures.increment() }
+
+    func recordFenced() { fenced.increment() }
 
     func record(_ report: Extractor.CycleReport) {
         cycles.increment()

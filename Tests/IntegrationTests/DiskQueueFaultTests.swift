@@ -2,6 +2,7 @@ import DiskQueue
 import Foundation
 import Lab
 import Testing
+import Traffic
 
 #if canImport(Glibc)
     import Glibc
@@ -79,7 +80,8 @@ struct DiskQueueFaultTests {
     /// is reopened (recovery) and written again. In the end every acknowledged batch is read back
     /// exactly once, whole, and in each writer's order; nothing is counted as lost.
     @Test func sigkillAtRandomPointsLosesNoAcknowledgedBatch() throws {
-        var rng = SystemRandomNumberGenerator()
+        let seed = TestSeed.make("queue writer SIGKILL timings")
+        var rng = SplitMix(seed: seed)
         for round in 0..<4 {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dq-crash-\(getpid())-\(round)")
                 .path
@@ -94,9 +96,9 @@ struct DiskQueueFaultTests {
                     acked.insert("\(run) \(parts[1]) \(parts[2])")
                 }
             }
-            #expect(acked.count > 0, "the writer acknowledged something before being killed")
+            #expect(acked.count > 0, "the writer acknowledged something before being killed (seed \(seed))")
             let (records, lost) = try drainAll(dir)
-            #expect(lost == 0)
+            #expect(lost == 0, "seed \(seed)")
             var batches: [String: [Int]] = [:]
             var lastBatch: [String: Int] = [:]
             for r in records {
@@ -110,7 +112,7 @@ struct DiskQueueFaultTests {
             }
             for (key, recs) in batches { #expect(recs == Array(0..<8), "batch \(key) is whole, once: \(recs)") }
             let missing = acked.subtracting(batches.keys)
-            #expect(missing.isEmpty, "acknowledged but missing: \(missing.sorted().prefix(5))")
+            #expect(missing.isEmpty, "acknowledged but missing: \(missing.sorted().prefix(5)) (seed \(seed))")
         }
     }
 

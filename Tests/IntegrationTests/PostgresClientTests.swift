@@ -176,8 +176,17 @@ struct PostgresClientTests {
     @Test func cancellingATaskCancelsTheQuery() async throws {
         let conn = try await scratch()
         let started = Date()
-        let task = Task { try await conn.query("SELECT pg_sleep(30)") }
-        try await Task.sleep(for: .milliseconds(300))
+        let marker = "cancel-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let task = Task { try await conn.query("SELECT pg_sleep(30) /* \(marker) */") }
+        // Cancel once the server runs the query (catches a cancel that only works before it is sent).
+        let observer = try await scratch()
+        try await CollectorTests.waitUntil("the server runs the query", timeout: 10) {
+            try await observer.query(
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+                [marker]
+            ).count == 1
+        }
+        await observer.close()
         task.cancel()
         do {
             _ = try await task.value
