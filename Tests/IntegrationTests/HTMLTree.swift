@@ -95,6 +95,10 @@ enum Browser {
 
     static var available: Bool { path != nil }
 
+    /// What a test that needs the browser says when it is missing.
+    static let missing =
+        "Chromium is not installed and could not be installed here (not root?): run scripts/setup --tests, or apt-get install chromium"
+
     /// The DOM once the page has loaded (before a self-reloading page reloads), as HTML.
     static func dumpDOM(_ url: String) throws -> String {
         // Its own warnings go to stderr: only stdout is the DOM.
