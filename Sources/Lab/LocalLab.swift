@@ -265,7 +265,23 @@ public struct LocalLab: Sendable {
             throw LabError(
                 "processes \(left.map(String.init).joined(separator: ", ")) of the lab in \(directory) would not stop")
         }
-        if remove { try? FileManager.default.removeItem(atPath: directory) }
+        if remove {
+            // A queue disk of its own (the chaos run's disk-full fault) kept by `--keep`.
+            for mountPoint in mounts(under: directory) { _ = try? Processes.run(["/bin/umount", "-l", mountPoint]) }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    /// Mount points inside `directory` (from /proc/self/mounts).
+    func mounts(under directory: String) -> [String] {
+        let table = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        return table.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 1 else { return nil }
+            // Spaces in mount points are written as \040.
+            let point = fields[1].replacingOccurrences(of: "\\040", with: " ")
+            return point.hasPrefix(directory + "/") ? point : nil
+        }
     }
 
     /// Whether a recorded pid is still a process of this lab (not another that reused the pid).
