@@ -103,6 +103,10 @@ struct Timestamp: CustomStringConvertible {
 @Suite("Collector on the lab", .serialized)
 struct CollectorTests {
     static let token = "test-token-\(getpid())"
+    /// The suite's collectors: a token, a small queue bound, and at most 4 requests in hand.
+    static let environment = [
+        "BCPIPE_INGEST_TOKEN": token, "BCPIPE_QUEUE_MAX_BYTES": "400000", "BCPIPE_MAX_CONCURRENT_REQUESTS": "4",
+    ]
 
     /// The suite's own lab: collectors with a token and a small queue bound.
     static func lab() async throws -> LocalLab {
@@ -112,9 +116,7 @@ struct CollectorTests {
     static func options(_ lab: LocalLab) throws -> LocalLab.Options {
         var o = LocalLab.Options()
         o.basePort = try lab.requireState().basePort
-        o.collectorEnvironment = [
-            "BCPIPE_INGEST_TOKEN": token, "BCPIPE_QUEUE_MAX_BYTES": "400000",
-        ]
+        o.collectorEnvironment = environment
         return o
     }
 
@@ -383,6 +385,42 @@ struct CollectorTests {
         return (response as! HTTPURLResponse).statusCode
     }
 
+    // Catches a collector that takes any number of requests into memory at once (each up to
+    // max_request_bytes): past BCPIPE_MAX_CONCURRENT_REQUESTS (4 here) it answers 503 with
+    // Retry-After before reading the body, and takes requests again once they finish.
+    @Test func requestsPastTheCapAreRefusedBeforeTheirBodyIsRead() async throws {
+        let lab = try await Self.lab()
+        let client = try Self.client(lab, "site2-a")
+        let body = FileManager.default.temporaryDirectory.appendingPathComponent("slow-\(getpid()).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: body) }
+        try ndjson("site2/voice", Self.freshBase()..<(Self.freshBase() + 2000)).write(to: URL(fileURLWithPath: body))
+        // Four uploads at 1 kB/s: each holds a request slot for minutes.
+        var slow: [pid_t] = []
+        defer { for pid in slow { kill(pid, SIGKILL) } }
+        for _ in 0..<4 {
+            slow.append(
+                try Processes.spawnDetached(
+                    [
+                        "/usr/bin/curl", "-s", "-o", "/dev/null", "--limit-rate", "1k", "-H",
+                        "Content-Type: application/x-ndjson", "-H", "Authorization: Bearer \(Self.token)",
+                        "--data-binary", "@" + body, client.url + "/v1/events",
+                    ], log: "/dev/null"))
+        }
+        var refused: IngestClient.Answer?
+        let probe = Self.freshBase()
+        try await Self.waitUntil("a fifth request is refused while four are in hand", timeout: 30) {
+            let a = try await client.post(ndjson("site2/voice", probe..<(probe + 1)))
+            if a.status == 503 { refused = a }
+            return a.status == 503
+        }
+        #expect(refused?.retryAfter == "1")
+        #expect((refused?.json["error"] as? String)?.contains("too many requests in flight (4)") == true)
+        for pid in slow { kill(pid, SIGKILL) }
+        try await Self.waitUntil("requests are taken again once the slow ones are gone", timeout: 30) {
+            try await client.post(ndjson("site2/voice", probe..<(probe + 1))).status == 200
+        }
+    }
+
     @Test func aFullQueueAnswers503AndRecovers() async throws {
         let lab = try await Self.lab()
         let base = Self.freshBase()
@@ -441,9 +479,7 @@ actor CollectorLab {
             TestLab.registerCleanup(lab)
             var o = LocalLab.Options()
             o.basePort = TestLab.basePort + 400
-            o.collectorEnvironment = [
-                "BCPIPE_INGEST_TOKEN": CollectorTests.token, "BCPIPE_QUEUE_MAX_BYTES": "400000",
-            ]
+            o.collectorEnvironment = CollectorTests.environment
             try await lab.up(o)
             return lab
         }
