@@ -113,7 +113,7 @@ public struct Reconciliation: Codable, Sendable {
             let sent = sentAtAll[source] ?? []
             r.unexpected += have.filter { want[$0] == nil && !sent.contains($0) }.count
         }
-        r.miscounted = try await ViewRecount.mismatches(mart, writer: writer, slaMs: slaMs)
+        r.miscounted = try await ViewRecount.mismatches(mart, slaMs: slaMs)
         return r
     }
 }

@@ -8,8 +8,9 @@ import PostgresClient
 /// deltas, shows up as a wrong row in `queue_hourly`, `agent_daily` or `interactions`. The
 /// recounts follow CONTRACT 5 directly in SQL, in seq order per interaction: offers split at each
 /// `queued`; talk and hold segments as ``events`` says; agent state intervals to the agent's next
-/// `agent.*` event. They read only the events the writer's extractor had made complete (`ts` ≤
-/// its `complete_through`, parameter `$1`), in one snapshot. (The CTEs are materialized: inlined,
+/// `agent.*` event. They read the events the facts were made of (`mart.event.transformed`: an
+/// extraction cycle marks each event it transforms, in the transaction that writes the facts;
+/// replicated with them to a standby), in one snapshot. (The CTEs are materialized: inlined,
 /// the planner's row estimates made nested loops of the joins — seconds for 6 000 events.)
 public enum ViewRecount {
     /// Rows of each view that differ from the recount: rows found only in the view plus rows
@@ -33,8 +34,7 @@ public enum ViewRecount {
     /// of the segments started in it once it was answered; its hold, every hold segment in it.
     static let events = """
         complete AS (
-            SELECT e.* FROM mart.event e
-            WHERE e.ts <= (SELECT complete_through FROM control.extractor WHERE site = $1)
+            SELECT e.* FROM mart.event e WHERE e.transformed
         ),
         ev AS MATERIALIZED (
             SELECT e.*,
@@ -125,7 +125,7 @@ public enum ViewRecount {
         GROUP BY source, interaction
         """
 
-    /// `report.queue_hourly` recounted (`$2`: the SLA in ms): every column.
+    /// `report.queue_hourly` recounted (`$1`: the SLA in ms): every column.
     public static let queueHourly = """
         WITH \(events),
         o AS (
@@ -136,7 +136,7 @@ public enum ViewRecount {
         SELECT hour, queue, media, count(*) AS offered,
             count(*) FILTER (WHERE resolution = 'interaction.answered') AS answered,
             count(*) FILTER (WHERE resolution = 'interaction.abandoned') AS abandoned,
-            count(*) FILTER (WHERE resolution = 'interaction.answered' AND wait <= $2) AS answered_within_sla,
+            count(*) FILTER (WHERE resolution = 'interaction.answered' AND wait <= $1) AS answered_within_sla,
             round(avg(wait) FILTER (WHERE resolution IS NOT NULL)::numeric)::bigint AS avg_wait_ms,
             round(avg(talk) FILTER (WHERE resolution = 'interaction.answered')::numeric)::bigint AS avg_talk_ms
         FROM o GROUP BY hour, queue, media
@@ -180,11 +180,8 @@ public enum ViewRecount {
 
     static let nonZeroDaily = "WHERE (answered, talk_ms, hold_ms, ready_ms, not_ready_ms) <> (0, 0, 0, 0, 0)"
 
-    /// Recounts the three views in one repeatable-read snapshot of `mart`, whose facts `writer`'s
-    /// extractor wrote, with the deployment's SLA.
-    public static func mismatches(_ mart: PostgresConnection, writer: String, slaMs: Int64) async throws
-        -> Mismatches
-    {
+    /// Recounts the three views in one repeatable-read snapshot of `mart`, with the deployment's SLA.
+    public static func mismatches(_ mart: PostgresConnection, slaMs: Int64) async throws -> Mismatches {
         let interactionsDiff = difference(
             interactions,
             """
@@ -199,9 +196,9 @@ public enum ViewRecount {
         return try await mart.transaction { c in
             try c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             var m = Mismatches()
-            m.queueHourly = try await c.query(hourlyDiff, [writer, slaMs])[0].decode(0, as: Int.self)
-            m.agentDaily = try await c.query(dailyDiff, [writer])[0].decode(0, as: Int.self)
-            m.interactions = try await c.query(interactionsDiff, [writer])[0].decode(0, as: Int.self)
+            m.queueHourly = try await c.query(hourlyDiff, [slaMs])[0].decode(0, as: Int.self)
+            m.agentDaily = try await c.query(dailyDiff)[0].decode(0, as: Int.self)
+            m.interactions = try await c.query(interactionsDiff)[0].decode(0, as: Int.self)
             return m
         }
     }

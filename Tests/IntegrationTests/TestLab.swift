@@ -3,6 +3,7 @@ import Foundation
 import Lab
 import Logging
 import PostgresClient
+import Testing
 import Topology
 import Traffic
 
@@ -88,15 +89,24 @@ actor TestLab {
 
     /// A connection to a database of a site, directly or as `viewpoint` sees it (through the WAN).
     /// Rows of `site`'s report views that differ from a recount of its event layer (what an
-    /// event extracted twice would damage; `mart.event`'s key alone cannot show it). `writer` is
-    /// the site whose extractor wrote the mart's facts.
-    static func miscounted(_ lab: LocalLab, site: String, writer: String? = nil) async throws
+    /// event extracted twice would damage; `mart.event`'s key alone cannot show it).
+    static func expectViewsMatchTheirEvents(
+        _ lab: LocalLab, site: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let m = try await miscounted(lab, site: site)
+        #expect(
+            m.total == 0,
+            "\(site)'s views differ from a recount of its events: queue_hourly \(m.queueHourly), agent_daily \(m.agentDaily), interactions \(m.interactions) rows",
+            sourceLocation: sourceLocation)
+    }
+
+    static func miscounted(_ lab: LocalLab, site: String) async throws
         -> ViewRecount.Mismatches
     {
         let c = try await connect(lab, site: site, database: "mart")
         do {
             let sla = Int64(try Topology.load(path: lab.topologyPath).reporting.slaSeconds) * 1000
-            let m = try await ViewRecount.mismatches(c, writer: writer ?? site, slaMs: sla)
+            let m = try await ViewRecount.mismatches(c, slaMs: sla)
             await c.close()
             return m
         } catch {
