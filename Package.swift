@@ -64,12 +64,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-        // The coordinators and the business-continuity procedures (dr declare, rtn start).
+        // The coordinators, the witness and the business-continuity procedures (dr declare, rtn start).
         .target(
             name: "Coordinator",
             dependencies: [
                 "PostgresClient", "Topology",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

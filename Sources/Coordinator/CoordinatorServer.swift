@@ -67,7 +67,7 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// `DeploymentStatus.gather` over this site's topology, reused for a second.
     func deployment() async -> DeploymentStatus {
         if let c = lock.withLock({ deploymentCache }), Date().timeIntervalSince(c.at) < 1 { return c.status }
-        let fresh = await DeploymentStatus.gather(topology)
+        let fresh = await DeploymentStatus.gather(topology, token: token)
         lock.withLock { deploymentCache = (Date(), fresh) }
         return fresh
     }
@@ -256,8 +256,10 @@ public final class CoordinatorServer: @unchecked Sendable {
 }
 
 /// Lets `/healthz` through and everything else only with the coordinator token (when one is set).
+/// Routes added before it (a witness's `/metrics`) are not behind it.
 struct TokenCheck<Context: RequestContext>: RouterMiddleware {
     let token: String?
+    var realm = "bcpipe coordinator"
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
@@ -273,7 +275,7 @@ struct TokenCheck<Context: RequestContext>: RouterMiddleware {
             headers: [
                 .contentType: "application/json",
                 .wwwAuthenticate: browser
-                    ? #"Basic realm="bcpipe coordinator""# : #"Bearer realm="bcpipe coordinator""#,
+                    ? #"Basic realm="\#(realm)""# : #"Bearer realm="\#(realm)""#,
             ],
             body: .init(
                 byteBuffer: ByteBuffer(

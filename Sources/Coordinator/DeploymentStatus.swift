@@ -19,6 +19,10 @@ public struct DeploymentStatus: Codable, Sendable {
     public var reportingSite: String?
     public var sites: [SiteStatus]
     public var collectors: [CollectorStatus]
+    /// The topology's witnesses and what each reaches of every site.
+    public var witnesses: [WitnessStatus] = []
+    /// What guards `dr declare` against declaring a partitioned site failed (CONTRACT 6.4).
+    public var partitionGuard: String = ""
     public var collectedAt: String
 
     /// Pretty, with sorted keys: what `status --json` prints and `/v1/deployment` serves.
@@ -75,6 +79,33 @@ public struct DeploymentStatus: Codable, Sendable {
         public var error: String?
     }
 
+    public struct WitnessStatus: Codable, Sendable {
+        public var address: String
+        public var reachable: Bool
+        public var error: String?
+        /// What it reaches of each site, as it answered `GET /v1/reach`.
+        public var sees: [SiteReach] = []
+    }
+
+    /// What guards `dr declare` against declaring a partitioned site failed, with these witnesses.
+    public static func partitionGuard(_ witnesses: [WitnessStatus]) -> String {
+        if witnesses.isEmpty {
+            return
+                "no witness configured: an operator's --confirm-site-down is dr declare's only guard against declaring a partitioned site failed"
+        }
+        let answering = witnesses.filter(\.reachable).count
+        return
+            "\(answering) of \(witnesses.count) witness\(witnesses.count == 1 ? "" : "es") answering: dr declare is refused while one of them reaches the failed site\(answering == 0 ? ", and now, with none answering, unless --without-witness is given" : "")"
+    }
+
+    /// A witness's answer for every site.
+    public static func witnessStatus(_ address: HostPort, token: String?) async -> WitnessStatus {
+        switch await WitnessClient(address: address, token: token, timeout: 8).reachAll() {
+        case .success(let sees): return WitnessStatus(address: address.description, reachable: true, sees: sees)
+        case .failure(let e): return WitnessStatus(address: address.description, reachable: false, error: e.description)
+        }
+    }
+
     /// A collector's `/v1/status`, with a short timeout.
     public static func collectorStatus(_ c: Topology.Collector) async -> CollectorStatus {
         var status = CollectorStatus(
@@ -100,7 +131,17 @@ public struct DeploymentStatus: Codable, Sendable {
         return status
     }
 
-    public static func gather(_ topology: Topology) async -> DeploymentStatus {
+    /// Gathers it all; `token` (`BCPIPE_COORDINATOR_TOKEN`) is sent to the witnesses.
+    public static func gather(_ topology: Topology, token: String? = nil) async -> DeploymentStatus {
+        // The witnesses probe while the sites are looked at from here.
+        async let witnesses = withTaskGroup(of: (Int, WitnessStatus).self) { group in
+            for (i, w) in topology.witnesses.enumerated() {
+                group.addTask { (i, await witnessStatus(w, token: token)) }
+            }
+            var out: [(Int, WitnessStatus)] = []
+            for await w in group { out.append(w) }
+            return out.sorted { $0.0 < $1.0 }.map(\.1)
+        }
         var sites: [SiteStatus] = []
         for site in topology.sites {
             var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
@@ -109,9 +150,7 @@ public struct DeploymentStatus: Codable, Sendable {
             var status = SiteStatus(
                 name: site.name, reachable: false, coordinator: site.coordinator.description,
                 databases: topology.databases(atSite: site.name))
-            var request = URLRequest(url: URL(string: "http://\(site.coordinator)/healthz")!)
-            request.timeoutInterval = 2
-            status.coordinatorAnswers = (try? await URLSession.shared.data(for: request)) != nil
+            status.coordinatorAnswers = await Reachability.http(site.coordinator)
             do {
                 let conn = try await PostgresConnection.connect(config)
                 defer { Task { await conn.close() } }
@@ -149,9 +188,11 @@ public struct DeploymentStatus: Codable, Sendable {
         var collectors: [CollectorStatus] = []
         for c in topology.collectors { collectors.append(await collectorStatus(c)) }
         let leader = sites.filter { $0.fenced == nil && $0.epoch != nil }.max { ($0.epoch ?? 0) < ($1.epoch ?? 0) }
+        let seen = await witnesses
         return DeploymentStatus(
             deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, epoch: leader?.epoch,
             phase: leader?.phase, reportingSite: leader?.reportingSite, sites: sites, collectors: collectors,
+            witnesses: seen, partitionGuard: partitionGuard(seen),
             collectedAt: ISO8601DateFormatter.withFractionalSeconds.string(from: Date()))
     }
 
@@ -194,6 +235,15 @@ public struct DeploymentStatus: Codable, Sendable {
             for j in site.journal.suffix(10) {
                 out.append("  \(j.at) epoch \(j.epoch) \(j.actor): \(j.procedure) / \(j.step) \(j.status)")
             }
+        }
+        out.append("witnesses: \(partitionGuard)")
+        for w in witnesses {
+            guard w.reachable else {
+                out.append("  \(w.address): NOT ANSWERING — \(w.error ?? "")")
+                continue
+            }
+            out.append(
+                "  \(w.address): answering; " + w.sees.map { "\($0.site): \($0.summary)" }.joined(separator: "; "))
         }
         out.append("collectors:")
         for c in collectors {

@@ -3,10 +3,6 @@ import Logging
 import PostgresClient
 import Topology
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// `bcpipe dr declare` (CONTRACT 6.4): the safety rules, then the steps — each journaled in the
 /// surviving mart, done once (a rerun after the command was killed resumes at the first step not
 /// done), under a session advisory lock so that of two operators declaring at once one carries it
@@ -16,6 +12,10 @@ public struct DisasterRecovery: Sendable {
     public var failedSite: String
     public var confirmSiteDown: Bool
     public var dryRun: Bool
+    /// `--without-witness`: go on when witnesses are configured but none answers (journaled).
+    public var withoutWitness: Bool
+    /// `BCPIPE_COORDINATOR_TOKEN`, sent to the witnesses.
+    public var token: String?
     public var actor: String
     public var say: @Sendable (String) -> Void
 
@@ -34,13 +34,15 @@ public struct DisasterRecovery: Sendable {
     }
 
     public init(
-        topology: Topology, failedSite: String, confirmSiteDown: Bool, dryRun: Bool, actor: String = operatorIdentity(),
-        say: @escaping @Sendable (String) -> Void
+        topology: Topology, failedSite: String, confirmSiteDown: Bool, dryRun: Bool, withoutWitness: Bool = false,
+        token: String? = nil, actor: String = operatorIdentity(), say: @escaping @Sendable (String) -> Void
     ) {
         self.topology = topology
         self.failedSite = failedSite
         self.confirmSiteDown = confirmSiteDown
         self.dryRun = dryRun
+        self.withoutWitness = withoutWitness
+        self.token = token
         self.actor = actor
         self.say = say
     }
@@ -74,23 +76,12 @@ public struct DisasterRecovery: Sendable {
                     "confirm by other means (people at the site, the provider) that \(failedSite) is down — not just unreachable — and add --confirm-site-down"
             )
         }
-        // The failed site must not answer from here: if it does, this is a network outage.
-        let failed = topology.site(named: failedSite)!
-        if let answer = await Self.postgresAnswers(failed.postgres) {
-            throw SafetyRefusal(
-                rule: "failed-site-unreachable",
-                message:
-                    "\(failedSite)'s PostgreSQL server still answers from here (\(answer)): this is a network outage, and promoting now would de-synchronise the marts",
-                remedy:
-                    "restore the link and let the pipeline catch up; declare only once \(failedSite)'s server is down")
-        }
-        if await Self.httpAnswers(failed.coordinator) {
-            throw SafetyRefusal(
-                rule: "failed-site-unreachable",
-                message: "\(failedSite)'s coordinator still answers at \(failed.coordinator) from here",
-                remedy: "declare only once \(failedSite)'s coordinator is down too")
-        }
-        say("safety: --confirm-site-down given; \(failedSite)'s server and coordinator do not answer from here")
+        // The failed site must answer neither from here nor from any witness: if it does, this is a
+        // network partition, not a site failure.
+        let (safeguard, partitionCheck) = try await checkNotPartitioned()
+        say(
+            "safety: --confirm-site-down given; \(failedSite)'s server and coordinator do not answer from here; \(partitionCheck)"
+        )
 
         var config = PostgresConfiguration(conninfo: survivor.postgres, database: Topology.martDatabase)
         config.connectTimeout = 5
@@ -144,11 +135,22 @@ public struct DisasterRecovery: Sendable {
                     rule: "phase", message: "the deployment is in phase \(state.phase), not normal",
                     remedy: "a site can be declared failed from normal operation; return to normal first")
             }
-            return try await mart.query(
-                """
-                INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
-                VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text), $3::bigint, $5::bigint, $4) RETURNING id
-                """, [failedName, survivorName, epochNow, who, epochTo])[0].decode(0, as: Int64.self)
+            // What guarded the declaration is journaled with it (--without-witness above all).
+            return try await mart.transaction { c in
+                let id = try await c.query(
+                    """
+                    INSERT INTO control.procedure (kind, target, args, epoch_from, epoch_to, started_by)
+                    VALUES ('dr declare', $1, jsonb_build_object('survivor', $2::text, 'guard', $6::text),
+                            $3::bigint, $5::bigint, $4) RETURNING id
+                    """, [failedName, survivorName, epochNow, who, epochTo, safeguard.rawValue]
+                )[0].decode(0, as: Int64.self)
+                try await c.query(
+                    """
+                    INSERT INTO control.journal (epoch, actor, procedure, step, status, detail)
+                    VALUES ($1, $2, $3, 'safety-check', $4, jsonb_build_object('found', $5::text))
+                    """, [epochTo, who, "dr declare \(failedName)", safeguard.rawValue, partitionCheck])
+                return id
+            }
         }
         let epoch = procedure.epochTo
         try await runner.run(procedure) { step in
@@ -246,26 +248,30 @@ public struct DisasterRecovery: Sendable {
         }
     }
 
-    /// Whether a PostgreSQL server answers at `conninfo` (a server error counts as an answer).
-    static func postgresAnswers(_ conninfo: String) async -> String? {
-        var config = PostgresConfiguration(conninfo: conninfo, database: "postgres")
-        config.connectTimeout = 3
-        config.operationTimeout = 5
-        do {
-            let c = try await PostgresConnection.connect(config)
-            await c.close()
-            return "it accepted a connection"
-        } catch let e as PostgresError where e.sqlState != nil {
-            return "it answered: \(e.message)"
-        } catch {
-            return nil
+    /// The partition rule (CONTRACT 6.4): the failed site is looked at from here and asked about
+    /// at every witness, all at once; `PartitionCheck` decides. Returns what guarded the
+    /// declaration and a line saying what was found, or throws the refusal.
+    func checkNotPartitioned() async throws -> (PartitionCheck.Guard, String) {
+        let failed = topology.site(named: failedSite)!
+        async let fromHere = Reachability.probe(failed)
+        async let witnesses = withTaskGroup(of: (Int, PartitionCheck.WitnessAnswer).self) { group in
+            for (i, w) in topology.witnesses.enumerated() {
+                group.addTask { [token, failedSite] in
+                    (i, await WitnessClient(address: w, token: token).reach(failedSite))
+                }
+            }
+            var answers: [(Int, PartitionCheck.WitnessAnswer)] = []
+            for await a in group { answers.append(a) }
+            return answers.sorted { $0.0 < $1.0 }.map { (address: topology.witnesses[$0.0], answer: $0.1) }
         }
-    }
-
-    /// Whether anything answers HTTP at `address` within 2 s.
-    static func httpAnswers(_ address: HostPort) async -> Bool {
-        var request = URLRequest(url: URL(string: "http://\(address)/healthz")!)
-        request.timeoutInterval = 2
-        return (try? await URLSession.shared.data(for: request)) != nil
+        let here = await fromHere
+        let observations = PartitionCheck.Observations(
+            failedSite: failedSite, postgresFromHere: here.postgres, coordinatorFromHere: here.coordinator,
+            coordinatorAddress: failed.coordinator.description, witnesses: await witnesses,
+            withoutWitness: withoutWitness)
+        switch PartitionCheck.decide(observations) {
+        case .refuse(let refusal): throw refusal
+        case .proceed(let safeguard, let found): return (safeguard, found)
+        }
     }
 }

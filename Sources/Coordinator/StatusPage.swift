@@ -55,6 +55,25 @@ extension DeploymentStatus {
                 ]
             })
 
+        h.element("h2", "Witnesses")
+        h.element(
+            "p", partitionGuard, id: "partition-guard",
+            class: witnesses.isEmpty || !witnesses.contains(where: \.reachable) ? "warn" : "ok")
+        if !witnesses.isEmpty {
+            h.table(
+                id: "witnesses", ["witness", "answers"] + sites.map { "sees \($0.name)" },
+                witnesses.map { w in
+                    [
+                        .text(w.address),
+                        .status(w.reachable ? "yes" : "NO: \(w.error ?? "")", w.reachable ? "ok" : "bad"),
+                    ]
+                        + sites.map { site in
+                            guard let r = w.sees.first(where: { $0.site == site.name }) else { return .text("-") }
+                            return .status(r.summary, r.seesSite ? "ok" : "warn")
+                        }
+                })
+        }
+
         h.element("h2", "Collectors")
         h.table(
             id: "collectors", ["collector", "source → IDB", "mode", "queue depth", "oldest queued", "lost"],

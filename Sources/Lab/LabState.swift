@@ -27,6 +27,8 @@ public struct LabState: Codable, Sendable, Equatable {
 
     // MARK: the port plan (all below Linux's ephemeral range)
 
+    /// The witness (`bcpipe witness run`), at the observers' location outside every site.
+    public var witnessPort: Int { basePort + 9 }
     public func postgresPort(_ site: Site) -> Int { basePort + 10 + site.index }
     public func coordinatorPort(_ site: Site) -> Int { basePort + 20 + site.index }
     /// Where the site's extractor serves /healthz and /metrics.
@@ -40,7 +42,7 @@ public struct LabState: Codable, Sendable, Equatable {
 
     /// Every port the lab uses, with what it is for.
     public var ports: [(Int, String)] {
-        var out: [(Int, String)] = []
+        var out: [(Int, String)] = [(witnessPort, "witness")]
         for s in sites {
             out.append((postgresPort(s), "\(s.name) PostgreSQL"))
             for t in sites where t.name != s.name {
@@ -115,7 +117,7 @@ public struct LabState: Codable, Sendable, Equatable {
         return Topology(
             deployment: .init(name: "bcpipe-lab", mode: mode), sites: topoSites, sources: sources,
             collectors: collectors, extractors: extractors, extract: extract, reporting: .init(),
-            baseDirectory: directory)
+            witnesses: [HostPort(host: "127.0.0.1", port: witnessPort)], baseDirectory: directory)
     }
 
     public static func load(directory: String) throws -> LabState? {

@@ -42,10 +42,11 @@ extension LocalLab {
         return true
     }
 
-    /// Starts every collector, coordinator and extractor that is not running at a site whose
+    /// Starts the witness and every collector, coordinator and extractor that is not running at a site whose
     /// server runs (a failed site stays down): what a process supervisor does.
     public func restartStopped(_ options: Options) throws {
         let state = try requireState()
+        try startWitness(state, environment: options.collectorEnvironment)
         try startCollectors(state, environment: options.collectorEnvironment)
         try startCoordinators(state, environment: options.collectorEnvironment)
         if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }

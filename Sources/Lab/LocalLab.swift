@@ -41,6 +41,7 @@ public struct LocalLab: Sendable {
     var wanConfigPath: String { directory + "/wan.json" }
     var wanAckPath: String { directory + "/wan.ack" }
     var wanPIDPath: String { directory + "/wan.pid" }
+    var witnessPIDPath: String { directory + "/witness.pid" }
     func siteDirectory(_ name: String) -> String { directory + "/sites/" + name }
     func server(_ state: LabState, _ site: LabState.Site) -> PostgresServer {
         PostgresServer(directory: siteDirectory(site.name), port: state.postgresPort(site))
@@ -94,6 +95,7 @@ public struct LocalLab: Sendable {
     /// coordinators, traffic, extractors. Each runs detached, in its own session, and outlives
     /// the command that started it.
     func startProcesses(_ state: LabState, _ options: Options, sites: Set<String>?) throws {
+        try startWitness(state, environment: options.collectorEnvironment)
         try startCollectors(state, environment: options.collectorEnvironment, sites: sites)
         try startCoordinators(state, environment: options.collectorEnvironment, sites: sites)
         if options.traffic > 0 { try startTraffic(state, rate: options.traffic, sites: sites) }
@@ -152,6 +154,26 @@ public struct LocalLab: Sendable {
                 log: siteDirectory(site.name) + "/traffic.log")
             try "\(pid)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
         }
+    }
+
+    /// Starts the witness unless it runs, at the observers' location: with the direct topology
+    /// file (it reaches every site without the WAN simulator) and in no site's directory, so
+    /// `lab fail-site` leaves it alone.
+    func startWitness(_ state: LabState, environment: [String: String]) throws {
+        if let pid = readPID(witnessPIDPath), isLabProcess(pid) { return }
+        let pid = try Processes.spawnDetached(
+            [executable, "witness", "run", "--config", topologyPath, "--listen", "127.0.0.1:\(state.witnessPort)"],
+            log: directory + "/witness.log", environment: environment)
+        try "\(pid)\n".write(toFile: witnessPIDPath, atomically: true, encoding: .utf8)
+        try waitUntil("the witness listens on \(state.witnessPort) (see \(directory)/witness.log)", timeout: 30) {
+            Processes.isListening(state.witnessPort)
+        }
+    }
+
+    /// Stops the witness (for tests of `dr declare` without one); `lab up` starts it again.
+    public func stopWitness() throws {
+        if let pid = readPID(witnessPIDPath), isLabProcess(pid) { Processes.stop(pid, grace: 5) }
+        try? FileManager.default.removeItem(atPath: witnessPIDPath)
     }
 
     /// Starts the coordinator of every site whose server runs, and waits until each listens.
@@ -249,6 +271,7 @@ public struct LocalLab: Sendable {
         }
         if let pid = readPID(wanPIDPath), isLabProcess(pid) { Processes.stop(pid, grace: 5) }
         try? FileManager.default.removeItem(atPath: wanPIDPath)
+        try stopWitness()
         for site in state.sites {
             stopSiteProcesses(site.name)
             try? server(state, site).stop()
@@ -452,6 +475,9 @@ public struct LocalLab: Sendable {
         }
         let wanUp = readPID(wanPIDPath).map(Processes.isAlive) ?? false
         lines.append("  WAN simulator: \(wanUp ? "running" : "stopped")")
+        let witnessUp = readPID(witnessPIDPath).map(Processes.isAlive) ?? false
+        lines.append(
+            "  witness 127.0.0.1:\(state.witnessPort) (observers' location): \(witnessUp ? "running" : "stopped")")
         for (a, b, link) in try links() { lines.append("  link \(a) ↔ \(b): \(link.rawValue)") }
         return lines
     }

@@ -124,7 +124,10 @@ struct TopologyReader {
 
     mutating func read(_ root: Node, baseDirectory: String) throws -> Topology {
         let top = try mapping(
-            root, "", allowed: ["deployment", "sites", "sources", "collectors", "extractors", "extract", "reporting"],
+            root, "",
+            allowed: [
+                "deployment", "sites", "sources", "collectors", "extractors", "extract", "reporting", "witnesses",
+            ],
             required: ["deployment", "sites", "sources", "collectors", "extractors"])
 
         let dep = try mapping(top["deployment"]!, "deployment", allowed: ["name", "mode"], required: ["name", "mode"])
@@ -264,9 +267,33 @@ struct TopologyReader {
                 reporting.slaSeconds = try int(m["sla_seconds"], "reporting.sla_seconds", min: 0)
             }
         }
+        let witnesses = try readWitnesses(top["witnesses"], sites: sites, collectors: collectors)
         return Topology(
             deployment: deployment, sites: sites, sources: sources, collectors: collectors, extractors: extractors,
-            extract: extract, reporting: reporting, baseDirectory: baseDirectory)
+            extract: extract, reporting: reporting, witnesses: witnesses, baseDirectory: baseDirectory)
+    }
+
+    /// `witnesses: [host:port, …]`: each an address of its own (not a coordinator's or a collector's,
+    /// which run inside a site), listed once.
+    func readWitnesses(_ node: Node?, sites: [Topology.Site], collectors: [Topology.Collector]) throws -> [HostPort] {
+        guard let node else { return [] }
+        var witnesses: [HostPort] = []
+        for (i, item) in try sequence(node, "witnesses").enumerated() {
+            let p = "witnesses[\(i)]"
+            let address = try hostPort(item, p)
+            if witnesses.contains(address) { throw fail(p, item, "\(address) is listed twice") }
+            if let site = sites.first(where: { $0.coordinator == address }) {
+                throw fail(
+                    p, item,
+                    "\(address) is the coordinator of \(site.name); a witness is a `bcpipe witness run` at a location outside every site"
+                )
+            }
+            if let c = collectors.first(where: { $0.listen == address }) {
+                throw fail(p, item, "\(address) is the address of collector \(c.name); a witness needs its own")
+            }
+            witnesses.append(address)
+        }
+        return witnesses
     }
 
     func isValidSourceName(_ name: String) -> Bool {
@@ -315,6 +342,9 @@ extension Topology {
         y +=
             "  interval: \(extract.interval == extract.interval.rounded() ? String(Int(extract.interval)) : String(extract.interval))\n"
         y += "reporting:\n  sla_seconds: \(reporting.slaSeconds)\n"
+        if !witnesses.isEmpty {
+            y += "witnesses: [\(witnesses.map { q($0.description) }.joined(separator: ", "))]\n"
+        }
         return y
     }
 }

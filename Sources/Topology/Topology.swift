@@ -9,12 +9,16 @@ public struct Topology: Sendable, Equatable {
     public var extractors: [Extractor]
     public var extract: ExtractSettings
     public var reporting: ReportingSettings
+    /// `bcpipe witness run` processes outside every site (CONTRACT 6.4): `dr declare` asks them
+    /// whether the failed site still answers before it promotes anything.
+    public var witnesses: [HostPort]
     /// The directory relative paths in the file (`queue_dir`) are resolved against.
     public var baseDirectory: String
 
     public init(
         deployment: Deployment, sites: [Site], sources: [Source], collectors: [Collector], extractors: [Extractor],
-        extract: ExtractSettings = .init(), reporting: ReportingSettings = .init(), baseDirectory: String
+        extract: ExtractSettings = .init(), reporting: ReportingSettings = .init(), witnesses: [HostPort] = [],
+        baseDirectory: String
     ) {
         self.deployment = deployment
         self.sites = sites
@@ -23,6 +27,7 @@ public struct Topology: Sendable, Equatable {
         self.extractors = extractors
         self.extract = extract
         self.reporting = reporting
+        self.witnesses = witnesses
         self.baseDirectory = baseDirectory
     }
 

@@ -46,18 +46,25 @@ extension BCPipe.DR {
             abstract: "Declare a site failed and recover onto the surviving site; resumable, each step journaled.",
             discussion: """
                 Refused (exit 3) without --confirm-site-down, and while the failed site's PostgreSQL server or \
-                coordinator still answers from here (that is a network outage). Run it with the topology file \
-                of the surviving site (or an observer's that reaches every server).
+                coordinator still answers from here or from any witness of the topology (that is a network \
+                partition, not a site failure). With witnesses configured it is also refused while none of them \
+                answers, unless --without-witness is given. Run it with the topology file of the surviving site \
+                (or an observer's that reaches every server); BCPIPE_COORDINATOR_TOKEN is sent to the witnesses.
                 """)
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The site that failed.") var failedSite: String
         @Flag(help: "Confirm that the failed site is down, not merely unreachable.") var confirmSiteDown = false
         @Flag(help: "Check the safety rules and print the steps without changing anything.") var dryRun = false
+        @Flag(
+            help:
+                "Go on when the topology's witnesses are configured but none answers (on your word that the site is down; journaled)."
+        ) var withoutWitness = false
 
         func run() async throws {
             let topology = try topologyOptions.load()
             let dr = DisasterRecovery(
                 topology: topology, failedSite: failedSite, confirmSiteDown: confirmSiteDown, dryRun: dryRun,
+                withoutWitness: withoutWitness, token: AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN"),
                 // Each step as it happens, unbuffered even through a pipe or a file.
                 say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
             _ = try await dr.run()

@@ -13,7 +13,8 @@ extension BCPipe {
 
         func run() async throws {
             let topology = try topologyOptions.load()
-            let status = await DeploymentStatus.gather(topology)
+            let status = await DeploymentStatus.gather(
+                topology, token: AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN"))
             if json {
                 print(String(decoding: try DeploymentStatus.encoder.encode(status), as: UTF8.self))
                 return

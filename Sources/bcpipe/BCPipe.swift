@@ -11,7 +11,7 @@ struct BCPipe: AsyncParsableCommand {
         abstract: "Business-continuity reporting pipeline for a two-site contact center.",
         subcommands: [
             Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self,
-            ExtractorCommand.self, CoordinatorCommand.self, DR.self, RTN.self, Switchover.self,
+            ExtractorCommand.self, CoordinatorCommand.self, WitnessCommand.self, DR.self, RTN.self, Switchover.self,
             Report.self, IDBCommand.self, Gen.self, Chaos.self,
         ])
 

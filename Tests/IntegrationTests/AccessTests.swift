@@ -66,6 +66,22 @@ struct AccessTests {
             return (json?["peers"] as? [[String: Any]])?.first?["reachable"] as? Bool == true
         }
 
+        // The witness is behind the same token (health and metrics open, for supervisors and
+        // Prometheus), and status, sending it, sees what the witness sees.
+        let witness = "http://127.0.0.1:\(try lab.requireState().witnessPort)"
+        #expect(try await Self.get(witness + "/healthz").0 == 200)
+        #expect(try await Self.get(witness + "/metrics").1.contains("bcpipe_witness_reaches"))
+        let (refused, refusedBody, _) = try await Self.get(witness + "/v1/reach/site1")
+        #expect(refused == 401 && refusedBody.contains("BCPIPE_COORDINATOR_TOKEN"), "\(refusedBody)")
+        let (reached, reach, _) = try await Self.get(witness + "/v1/reach/site1", authorization: "Bearer \(token)")
+        #expect(reached == 200 && reach.contains(#""coordinator":true"#), "\(reach)")
+        let withToken = try Processes.run(
+            [TestLab.executable, "status", "--config", lab.topologyPath],
+            environment: ["BCPIPE_COORDINATOR_TOKEN": token])
+        #expect(withToken.text.contains("1 of 1 witness answering"), "\(withToken.text)")
+        let without = try DisasterRecoveryTests.bcpipe(["status", "--config", lab.topologyPath])
+        #expect(without.text.contains("refused the token"), "status says why the witness does not answer")
+
         // The operator who ran a procedure is in the journal.
         // (Refused, changing nothing, until the standby is synchronised.)
         try await CollectorTests.waitUntil("the switch-over is done", timeout: 120) {

@@ -113,6 +113,9 @@ struct DisasterRecoveryTests {
         #expect(a.status == 0 && b.status == 0, "\(a.text)\n\(b.text)")
         let texts = [a.text, b.text]
         #expect(texts.filter { $0.contains("disaster recovery done: epoch 2") }.count == 1, "\(texts)")
+        // The lab's witness was asked, and it does not reach the failed site either.
+        let witness = "127.0.0.1:\(try lab.requireState().witnessPort)"
+        #expect(texts.allSatisfy { $0.contains("witness \(witness) does not reach site1") }, "\(texts)")
         #expect(texts.filter { $0.contains("already done") }.count == 1, "\(texts)")
 
         // Reporting goes on at site 2 with every event its IDBs hold, exactly once.
@@ -132,7 +135,11 @@ struct DisasterRecoveryTests {
         #expect(after?["reportingSite"] as? String == "site2")
         let site2 = (after?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site2" }
         let journal = site2?["journal"] as? [[String: Any]] ?? []
-        #expect(journal.map { $0["step"] as? String } == ["raise-epoch", "fence", "retire", "promote", "emergency"])
+        #expect(
+            journal.map { $0["step"] as? String } == [
+                "safety-check", "raise-epoch", "fence", "retire", "promote", "emergency",
+            ])
+        #expect(journal.first?["status"] as? String == "witnessed", "what guarded the declaration is journaled")
         #expect(Set(journal.compactMap { $0["actor"] as? String }).count == 1, "one operator carried it out")
 
         // Emergency operation: site2's traffic keeps flowing into the reports.
@@ -213,7 +220,9 @@ struct DisasterRecoveryTests {
         #expect(rerun.text.contains("disaster recovery done: epoch 3"))
         let conn = try await TestLab.connect(lab, site: "site1", database: "mart")
         let steps = try await conn.query("SELECT step FROM control.journal ORDER BY id").map { $0[0]! }
-        #expect(steps == ["raise-epoch", "fence", "retire", "promote", "emergency"], "each step once")
+        #expect(
+            steps == ["safety-check", "raise-epoch", "fence", "retire", "promote", "emergency"],
+            "each step once (the safety check journaled when the procedure began, not again on resuming)")
         let d = try await conn.query("SELECT epoch, phase, role, reporting_site FROM control.deployment")[0]
         #expect([d[0], d[1], d[2], d[3]] == ["3", "emergency", "active", "site1"])
         await conn.close()

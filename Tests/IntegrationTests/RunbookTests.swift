@@ -18,7 +18,7 @@ struct RunbookTests {
     static let runbooks = [
         "wan-outage-short.md", "wan-outage-long.md", "dr-active-standby.md", "dr-active-active.md",
         "emergency-operation.md", "return-to-normal.md", "idb-purge.md", "return-to-normal-switch-over.md",
-        "planned-switch-over.md",
+        "planned-switch-over.md", "wan-outage-or-site-failure.md",
     ]
 
     static func parse(_ text: String) throws -> [Step] {

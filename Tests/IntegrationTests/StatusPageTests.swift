@@ -91,9 +91,14 @@ struct StatusPageTests {
 
         // Live: a WAN cut shows on the next load (the -b collectors queue, site2 is unreachable).
         try lab.setLink("site1", "site2", .refuse)
-        try await CollectorTests.waitUntil("the page shows the cut", timeout: 30) {
-            let rows = try HTMLNode.parse(try await Self.get(page).1).element(id: "sites")?.rows ?? []
-            return rows.count == 2 && rows[1][1] == "DOWN"
+        // The witness tells it apart from a failure of site2: it still reaches site2.
+        let witness = "127.0.0.1:\(try lab.requireState().witnessPort)"
+        try await CollectorTests.waitUntil("the page shows the cut, and the witness still seeing site2", timeout: 30) {
+            let doc = try HTMLNode.parse(try await Self.get(page).1)
+            let rows = doc.element(id: "sites")?.rows ?? []
+            let witnesses = doc.element(id: "witnesses")?.rows ?? []
+            return rows.count == 2 && rows[1][1] == "DOWN" && witnesses.count == 1 && witnesses[0][0] == witness
+                && witnesses[0][1] == "yes" && witnesses[0][3] == "coordinator up, PostgreSQL up"
         }
         try lab.setLink("site1", "site2", .up)
 

@@ -53,6 +53,14 @@ struct SchemaAndLabPlanTests {
             site1View.sites[1].postgres == "host=127.0.0.1 port=25441 user=bcpipe", "site2 through the WAN from site1")
         let direct = s.topology(directory: "/lab", viewpoint: nil)
         #expect(direct.sites[1].postgres == "host=127.0.0.1 port=25412 user=bcpipe")
+        // Every view lists the one witness, at the observers' location (not through the WAN).
+        for viewpoint in [nil, "site1", "site2"] {
+            #expect(
+                s.topology(directory: "/lab", viewpoint: viewpoint).witnesses == [
+                    HostPort(host: "127.0.0.1", port: 25409)
+                ])
+        }
+        #expect(!s.routes.contains { $0.upstream == s.witnessPort }, "no WAN route leads to the witness")
     }
 
     @Test func wanRoutesCoverEveryOrderedPairAndService() {

@@ -15,6 +15,7 @@ struct TopologyTests {
           - name: site2
             postgres: "host=127.0.0.1 port=25432 user=bcpipe"
             coordinator: 127.0.0.1:7902
+        witnesses: [127.0.0.1:7909]       # optional: `bcpipe witness run` at locations outside both sites (6.4)
         sources:
           - { name: site1/voice, site: site1 }
           - { name: site2/voice, site: site2 }
@@ -48,6 +49,7 @@ struct TopologyTests {
         #expect(t.extract.lateData == .discard)
         #expect(t.reporting.slaSeconds == 20)
         #expect(t.databases(atSite: "site1") == ["idb_site1_a", "idb_site2_b", "mart"])
+        #expect(t.witnesses == [HostPort(host: "127.0.0.1", port: 7909)])
     }
 
     @Test func writtenYAMLReadsBackEqual() throws {
@@ -109,6 +111,26 @@ struct TopologyTests {
         #expect(
             error(replacing: "  - { site: site2, role: standby }\n", with: "  - { site: site1, role: standby }\n")
                 == "extractors[1].site: site \"site1\" has two extractors")
+    }
+
+    /// Catches a witness list that would make `dr declare` ask the wrong process: an address
+    /// that is not host:port, listed twice, or a coordinator's (inside the site it should judge).
+    @Test func witnessesAreAddressesOfTheirOwn() throws {
+        #expect(
+            error(replacing: "witnesses: [127.0.0.1:7909]", with: "witnesses: [witness-host]")
+                == "witnesses[0]: must be host:port, e.g. 127.0.0.1:7101 (got \"witness-host\")")
+        #expect(
+            error(replacing: "witnesses: [127.0.0.1:7909]", with: "witnesses: [127.0.0.1:7909, 127.0.0.1:7909]")
+                == "witnesses[1]: 127.0.0.1:7909 is listed twice")
+        #expect(
+            error(replacing: "witnesses: [127.0.0.1:7909]", with: "witnesses: [127.0.0.1:7902]")
+                == "witnesses[0]: 127.0.0.1:7902 is the coordinator of site2; a witness is a `bcpipe witness run` at a location outside every site"
+        )
+        #expect(
+            error(replacing: "witnesses: [127.0.0.1:7909]", with: "witnesses: 127.0.0.1:7909")
+                == "witnesses: must be a list")
+        let none = Self.contractExample.replacingOccurrences(of: "witnesses: [127.0.0.1:7909]", with: "")
+        #expect(try Topology.parse(yaml: none, baseDirectory: "/").witnesses.isEmpty, "witnesses are optional")
     }
 
     @Test func refusesMissingAndMalformedFiles() {
