@@ -100,8 +100,8 @@ public final class CoordinatorServer: @unchecked Sendable {
             request.timeoutInterval = 2
             if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
             do {
-                let (data, response) = try await URLSession.shared.data(for: request)
-                if (response as? HTTPURLResponse)?.statusCode == 401 {
+                let (data, response) = try await URLSession.shared.fetch(request)
+                if response?.statusCode == 401 {
                     throw ControlError(
                         "\(peer.name)'s coordinator refused this one's token: set the same BCPIPE_COORDINATOR_TOKEN at every site"
                     )

@@ -114,7 +114,7 @@ public struct DeploymentStatus: Codable, Sendable {
         var request = URLRequest(url: URL(string: "http://\(c.listen)/v1/status")!)
         request.timeoutInterval = 2
         do {
-            let (data, _) = try await URLSession.shared.data(for: request)
+            let (data, _) = try await URLSession.shared.fetch(request)
             let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
             let queue = json["queue"] as? [String: Any] ?? [:]
             status.running = true

@@ -46,6 +46,24 @@ public enum Reachability {
     public static func http(_ address: HostPort, timeout: Double = 2) async -> Bool {
         var request = URLRequest(url: URL(string: "http://\(address)/healthz")!)
         request.timeoutInterval = timeout
-        return (try? await URLSession.shared.data(for: request)) != nil
+        return (try? await URLSession.shared.fetch(request)) != nil
+    }
+}
+
+extension URLSession {
+    /// `data(for:)` through the completion-handler API: a request is never cancelled half-way
+    /// (it ends at its own `timeoutInterval`). swift-corelibs-foundation's async `data(for:)`,
+    /// cancelled in flight — a service group shutting down — can trap ("Trying to access a
+    /// behaviour for a task that in not in the registry") or hang; seen with the witness's prober.
+    func fetch(_ request: URLRequest) async throws -> (Data, HTTPURLResponse?) {
+        try await withCheckedThrowingContinuation { continuation in
+            dataTask(with: request) { data, response, error in
+                if let error {
+                    continuation.resume(throwing: error)
+                } else {
+                    continuation.resume(returning: (data ?? Data(), response as? HTTPURLResponse))
+                }
+            }.resume()
+        }
     }
 }

@@ -41,9 +41,9 @@ public struct WitnessClient: Sendable {
         let data: Data
         let status: Int
         do {
-            let (d, response) = try await URLSession.shared.data(for: request)
+            let (d, response) = try await URLSession.shared.fetch(request)
             data = d
-            status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            status = response?.statusCode ?? 0
         } catch {
             return .failure(ControlError("does not answer (\(error.localizedDescription))"))
         }

@@ -94,9 +94,13 @@ public struct ChaosRun: Sendable {
         public var backPressure = 0
         public var errorAnswers = 0
         public var unanswered = 0
+        /// `dr declare` tried during WAN cuts, and how many of those promoted a mart (must be 0:
+        /// the witness still reaches the "failed" site).
+        public var declaredDuringCuts = 0
+        public var promotedDuringCuts = 0
         public var passed: Bool {
             reconciliation.lost == 0 && reconciliation.miscounted.total == 0 && reconciliation.unexpected == 0
-                && reconciliation.incomplete == nil && reconciliation.expected > 0
+                && reconciliation.incomplete == nil && reconciliation.expected > 0 && promotedDuringCuts == 0
         }
     }
 
@@ -148,6 +152,7 @@ public struct ChaosRun: Sendable {
         // A failed site's sources: reported up to the failure from the surviving IDBs, and from
         // their return on from what was acknowledged.
         var failure: (site: String, at: Int64, resumed: Int64)?
+        var declarations = (tried: 0, promoted: 0)
 
         try await Task.sleep(for: .seconds(3))
         for (i, fault) in plan.enumerated() {
@@ -156,7 +161,11 @@ public struct ChaosRun: Sendable {
             switch fault {
             case .cut(let how, let s):
                 try lab.setLink("site1", "site2", how)
-                try await Task.sleep(for: .seconds(s))
+                let cutAt = Date()
+                // An operator at the other site, seeing the reporting site gone, declares it failed.
+                declarations.tried += 1
+                if try await declareDuringCut(observer, log: log) { declarations.promoted += 1 }
+                try await Task.sleep(for: .seconds(max(0, s - Date().timeIntervalSince(cutAt))))
                 try lab.setLink("site1", "site2", .up)
             case .flaps(let period, let s):
                 let end = Date().addingTimeInterval(s)
@@ -242,7 +251,8 @@ public struct ChaosRun: Sendable {
         try lab.setLink("site1", "site2", .up)
         try lab.restartStopped(options)
         try await DemoStory.waitForDrainedQueues(observer, seconds: 240)
-        let ledger = try await Self.ledger(observer, traffic: traffic, failure: failure)
+        var ledger = try await Self.ledger(observer, traffic: traffic, failure: failure)
+        (ledger.declaredDuringCuts, ledger.promotedDuringCuts) = declarations
         log("settled")
         return ledger
     }
@@ -250,6 +260,22 @@ public struct ChaosRun: Sendable {
     /// After `lab down`: unmounts the small disk of the disk-full fault.
     public func cleanUp() {
         if geteuid() == 0 { lab.unmountQueueDisk(collector: diskCollector) }
+    }
+
+    /// `dr declare --confirm-site-down` of the reporting site, from the other site's view, while
+    /// the WAN between them is cut: refused, since the witness still reaches it. Returns whether
+    /// it promoted anything (a broken promise the ledger fails on).
+    func declareDuringCut(_ observer: Topology, log: (String) -> Void) async throws -> Bool {
+        let failed = await ControlState.reportingSite(observer)?.name ?? "site1"
+        guard let survivor = observer.sites.first(where: { $0.name != failed })?.name else { return false }
+        let what = "  dr declare of \(failed) from \(survivor) during the cut"
+        guard let refusal = try await TemptedOperator.declare(failed, from: survivor, lab: lab, actor: "bcpipe chaos")
+        else {
+            log("\(what): PROMOTED \(survivor) — two writable marts")
+            return true
+        }
+        log("\(what): refused (\(refusal.rule))")
+        return false
     }
 
     /// Restarts killed processes after a moment, as a supervisor would.

@@ -177,6 +177,16 @@ public struct DemoStory: Sendable {
             } catch is DemoError {
                 a.problems.append("no gap reported within \(Int(patience)) s of outage")
             }
+            // From site2, site1 looks gone; an operator declares it failed. The witness, which
+            // still reaches site1, stops them: a partition is not a disaster.
+            if let refusal = try await TemptedOperator.declare("site1", from: "site2", lab: lab, actor: "bcpipe demo") {
+                did(&a, "dr declare site1 from site2 during the cut: refused (\(refusal.rule)): \(refusal.message)")
+                if refusal.rule != "witness-reaches-failed-site" {
+                    a.problems.append("dr declare during the cut was refused by \(refusal.rule), not by the witness")
+                }
+            } else {
+                a.problems.append("dr declare during a partition promoted site2's mart: two writable reporting marts")
+            }
             // Longer than the threshold in any case, so the late data is older than it.
             let outage = Date().timeIntervalSince(cut)
             if outage < threshold + 12 { try await Task.sleep(for: .seconds(threshold + 12 - outage)) }

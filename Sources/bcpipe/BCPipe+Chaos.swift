@@ -84,12 +84,17 @@ extension BCPipe {
                 "   collector answers      503 (back-pressure) \(ledger.backPressure) · other errors \(ledger.errorAnswers) · unanswered attempts \(ledger.unanswered) (retried; a batch counts once one collector of its pair says 200)"
             )
             Demo.say("   counted by the queues  \(ledger.countedByQueues) (damaged frames, reported, not silent)")
+            Demo.say(
+                "   declared during cuts   \(ledger.declaredDuringCuts) tried, \(ledger.promotedDuringCuts) promoted (the witness must stop every one)"
+            )
             if r.lostWithFailedSite > 0 {
                 Demo.say(
                     "   with the failed site   \(r.lostWithFailedSite) (acknowledged only by its collectors; CONTRACT 6.1)"
                 )
             }
-            Demo.say(ledger.passed ? "== PASS" : "== FAIL: lost, miscounted and unexpected must all be 0")
+            Demo.say(
+                ledger.passed
+                    ? "== PASS" : "== FAIL: lost, miscounted, unexpected and promoted during cuts must all be 0")
             if keep {
                 Demo.say(
                     "== the lab keeps running: bcpipe status --config \(lab.topologyPath); bcpipe lab down --dir \(directory)"

@@ -4,6 +4,10 @@ import Lab
 import Schema
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @Suite("bcpipe command line")
 struct CLITests {
     func bcpipe(_ args: [String]) throws -> Processes.Output {
@@ -48,6 +52,53 @@ struct CLITests {
         let env = try Processes.run(["/usr/bin/env", "BCPIPE_CONFIG=\(path)", TestLab.executable, "status"])
         #expect(env.status == 2, "BCPIPE_CONFIG is the default --config")
         #expect(env.text.contains(path))
+    }
+
+    /// Catches a witness that starts without knowing where to listen, or that dies (or hangs,
+    /// or traps in an HTTP probe in flight) instead of saying its port is taken.
+    @Test func aWitnessNamesWhatIsWrongWithWhereItListens() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-witness-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bcpipe.yaml").path
+        try """
+        deployment: { name: x, mode: active-active }
+        sites:
+          - { name: site1, postgres: "host=127.0.0.1 port=1 connect_timeout=1", coordinator: "127.0.0.1:1" }
+        sources:
+          - { name: site1/voice, site: site1 }
+        collectors:
+          - { name: c, source: site1/voice, idb: { site: site1, database: idb_a }, listen: "127.0.0.1:2", queue_dir: q }
+        extractors:
+          - { site: site1, role: active }
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let nowhere = try bcpipe(["witness", "run", "--config", path])
+        #expect(nowhere.status == 2 && nowhere.text.contains("give --listen host:port"), "\(nowhere.text)")
+        let bad = try bcpipe(["witness", "run", "--config", path, "--listen", "witness"])
+        #expect(bad.status == 2 && bad.text.contains("--listen must be host:port"), "\(bad.text)")
+        // A port another process holds: exit 1 naming it, every time (the prober's probe in
+        // flight when the server gives up must not trap or hang the process).
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        #expect(bound == 0 && listen(holder, 1) == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(holder, $0, &length) }
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        for _ in 0..<5 {
+            let taken = try Processes.run(
+                [TestLab.executable, "witness", "run", "--config", path, "--listen", "127.0.0.1:\(port)"], timeout: 30)
+            #expect(taken.status == 1 && taken.text.contains("Address already in use"), "\(taken.text)")
+        }
     }
 
     @Test func usageErrorsExitTwoAndLabErrorsOne() throws {

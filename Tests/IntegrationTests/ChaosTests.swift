@@ -32,7 +32,13 @@ struct ChaosTests {
             Issue.record(
                 "the chaos run's full-disk fault mounts a tmpfs and needs root; run the tests as root (CI does)")
         }
-        for line in ["lost                   0", "miscounted             0 ", "unexpected             0"] {
+        // Every WAN cut had an operator declare the reporting site failed from the other side:
+        // the witness stopped each one.
+        #expect(out.text.contains("during the cut: refused (witness-reaches-failed-site)"), "\(out.text)")
+        #expect(!out.text.contains("PROMOTED"), "\(out.text)")
+        for line in [
+            "lost                   0", "miscounted             0 ", "unexpected             0", " tried, 0 promoted",
+        ] {
             #expect(out.text.contains(line), "\(line)")
         }
         // A cut longer than the threshold was played (the schedule's second cut).

@@ -29,6 +29,8 @@ struct DemoTests {
         #expect(out.text.components(separatedBy: "✓ as promised").count == 8, "\(out.text)")
         #expect(out.text.contains("7 of 7 acts as promised"))
         #expect(out.text.contains("reconciliation (site2/mart"))
+        // The long outage: an operator's declaration of site1 from site2 is stopped by the witness.
+        #expect(out.text.contains("during the cut: refused (witness-reaches-failed-site)"), "\(out.text)")
         #expect(out.text.contains("lost 0 · miscounted 0 · unexpected 0"))
         #expect(out.text.contains("== report queue-hourly"))
         #expect(out.text.contains("lab stopped; no process left"))

@@ -91,3 +91,37 @@ struct PartitionCheckTests {
         #expect(found.contains("only guard"))
     }
 }
+
+/// What `status` and the status page say of the guard against declaring a partitioned site failed.
+@Suite("Witnesses in status")
+struct WitnessStatusTests {
+    static func status(_ witnesses: [DeploymentStatus.WitnessStatus]) -> DeploymentStatus {
+        DeploymentStatus(
+            deployment: "d", mode: "active-standby", sites: [], collectors: [], witnesses: witnesses,
+            partitionGuard: DeploymentStatus.partitionGuard(witnesses), collectedAt: "2026-12-02T00:00:00Z")
+    }
+
+    /// Catches a deployment without witnesses shown as if it were guarded.
+    @Test func withoutWitnessesStatusAndThePageSaySo() {
+        let s = Self.status([])
+        #expect(s.lines().contains { $0.contains("no witness configured") && $0.contains("only guard") })
+        #expect(s.html(viewpoint: "site1").contains(#"<p id="partition-guard" class="warn">no witness configured"#))
+    }
+
+    /// Catches a silent witness shown as answering, and what an answering one sees left out.
+    @Test func eachWitnessWithWhatItSees() {
+        let s = Self.status([
+            .init(
+                address: "10.0.0.9:7909", reachable: true,
+                sees: [SiteReach(site: "site1", coordinator: true, postgres: false, checkedAt: "t")]),
+            .init(address: "10.0.1.9:7909", reachable: false, error: "does not answer (timed out)"),
+        ])
+        let lines = s.lines()
+        #expect(
+            lines.contains(
+                "witnesses: 1 of 2 witnesses answering: dr declare is refused while one of them reaches the failed site"
+            ))
+        #expect(lines.contains("  10.0.0.9:7909: answering; site1: coordinator up, PostgreSQL DOWN"))
+        #expect(lines.contains("  10.0.1.9:7909: NOT ANSWERING — does not answer (timed out)"))
+    }
+}
