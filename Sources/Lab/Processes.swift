@@ -40,6 +40,21 @@ public enum Processes {
         return Output(status: code, text: text)
     }
 
+    /// ``run(_:environment:timeout:)`` on a thread of its own, for async callers: waiting for a
+    /// process never holds one of the cooperative pool's threads (two on these machines), on
+    /// which every other task of the caller's process depends.
+    public static func output(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 120)
+        async throws -> Output
+    {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(
+                    with: Result { try run(arguments, environment: environment, timeout: timeout) })
+            }
+            thread.start()
+        }
+    }
+
     /// Starts a long-running process in its own session (it outlives the command that started
     /// it), with stdin from /dev/null and stdout+stderr appended to `log`. Returns its pid.
     public static func spawnDetached(_ arguments: [String], log: String, environment: [String: String] = [:]) throws

@@ -52,7 +52,7 @@ struct AccessTests {
         }
         // A browser is asked for it (Basic: any user, the token as the password). (URLSession
         // does not return from a Basic challenge without credentials: curl plays the browser.)
-        let page = try Processes.run(
+        let page = try await Processes.output(
             ["/usr/bin/curl", "-s", "-i", "-H", "Accept: text/html", "--max-time", "10", base + "/"])
         #expect(
             page.text.hasPrefix("HTTP/1.1 401") && page.text.contains(#"WWW-Authenticate: Basic realm="#),
@@ -75,22 +75,22 @@ struct AccessTests {
         #expect(refused == 401 && refusedBody.contains("BCPIPE_COORDINATOR_TOKEN"), "\(refusedBody)")
         let (reached, reach, _) = try await Self.get(witness + "/v1/reach/site1", authorization: "Bearer \(token)")
         #expect(reached == 200 && reach.contains(#""coordinator":true"#), "\(reach)")
-        let withToken = try Processes.run(
+        let withToken = try await Processes.output(
             [TestLab.executable, "status", "--config", lab.topologyPath],
             environment: ["BCPIPE_COORDINATOR_TOKEN": token])
         #expect(withToken.text.contains("1 of 1 witness answering"), "\(withToken.text)")
-        let without = try DisasterRecoveryTests.bcpipe(["status", "--config", lab.topologyPath])
+        let without = try await DisasterRecoveryTests.bcpipe(["status", "--config", lab.topologyPath])
         #expect(without.text.contains("refused the token"), "status says why the witness does not answer")
 
         // The operator who ran a procedure is in the journal.
         // (Refused, changing nothing, until the standby is synchronised.)
         try await CollectorTests.waitUntil("the switch-over is done", timeout: 120) {
-            try DisasterRecoveryTests.bcpipe(
+            try await DisasterRecoveryTests.bcpipe(
                 ["switchover", "--to", "site2", "--config", lab.topologyPath],
                 environment: ["BCPIPE_OPERATOR": "alice"]
             ).status == 0
         }
-        let status = try DisasterRecoveryTests.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let status = try await DisasterRecoveryTests.bcpipe(["status", "--json", "--config", lab.topologyPath])
         #expect(status.text.contains("\"alice@"), "\(status.text)")
 
         // No secret in status, in the processes' logs, or in what they print.
@@ -115,18 +115,20 @@ struct AccessTests {
         try await lab.up(o)
         let site = try #require(try Topology.load(path: lab.topologyPath).site(named: "site1"))
         let data = lab.directory + "/sites/site1/pgdata"
-        func certificate(_ name: String, in dir: String) throws {
-            let out = try Processes.run([
+        func certificate(_ name: String, in dir: String) async throws {
+            let out = try await Processes.output([
                 "/usr/bin/openssl", "req", "-new", "-x509", "-days", "1", "-nodes", "-subj", "/CN=127.0.0.1",
                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "\(dir)/\(name).key", "-out",
                 "\(dir)/\(name).crt",
             ])
             #expect(out.status == 0, "\(out.text)")
         }
-        try certificate("server", in: data)
-        try certificate("other", in: lab.directory)
+        try await certificate("server", in: data)
+        try await certificate("other", in: lab.directory)
         chmod(data + "/server.key", 0o600)
-        _ = try Processes.run(["/bin/chown", "--reference=\(data)", data + "/server.key", data + "/server.crt"])
+        _ = try await Processes.output([
+            "/bin/chown", "--reference=\(data)", data + "/server.key", data + "/server.crt",
+        ])
         let owner = try await PostgresConnection.connect(
             PostgresConfiguration(conninfo: site.postgres, database: "mart"))
         try await owner.execute("ALTER SYSTEM SET ssl = on")

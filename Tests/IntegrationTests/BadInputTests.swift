@@ -89,15 +89,15 @@ struct BadInputTests {
         o.stuckThreshold = 3600
         try await lab.up(o)
         let config = lab.topologyPath
-        func state() throws -> String {
-            let out = try DisasterRecoveryTests.bcpipe(["status", "--json", "--config", config])
+        func state() async throws -> String {
+            let out = try await DisasterRecoveryTests.bcpipe(["status", "--json", "--config", config])
             let json = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any] ?? [:]
             let sites = (json["sites"] as? [[String: Any]] ?? []).map { s in
                 "\(s["name"] ?? "?") \(s["epoch"] ?? "?") \(s["phase"] ?? "?") \(s["role"] ?? "?") \((s["journal"] as? [Any])?.count ?? -1)"
             }
             return "\(json["phase"] ?? "?") \(json["epoch"] ?? "?") \(sites)"
         }
-        let before = try state()
+        let before = try await state()
         let cases: [([String], Int32, String)] = [
             (["dr", "declare", "--failed-site", "site9", "--confirm-site-down"], 2, "site9"),
             (["dr", "declare", "--failed-site", "site1"], 3, "confirm-site-down"),
@@ -110,10 +110,10 @@ struct BadInputTests {
             (["switchover", "--to", "site1"], 0, "already done"),
         ]
         for (args, code, says) in cases {
-            let out = try DisasterRecoveryTests.bcpipe(args + ["--config", config])
+            let out = try await DisasterRecoveryTests.bcpipe(args + ["--config", config])
             #expect(out.status == code, "\(args): \(out.status) \(out.text)")
             #expect(says.isEmpty || out.text.contains(says), "\(args): \(out.text)")
-            #expect(try state() == before, "\(args) changed the deployment")
+            #expect(try await state() == before, "\(args) changed the deployment")
         }
         try lab.down(remove: true)
     }

@@ -10,18 +10,18 @@ import Testing
 
 @Suite("bcpipe command line")
 struct CLITests {
-    func bcpipe(_ args: [String]) throws -> Processes.Output {
-        try Processes.run([TestLab.executable] + args, timeout: 120)
+    func bcpipe(_ args: [String]) async throws -> Processes.Output {
+        try await Processes.output([TestLab.executable] + args, timeout: 120)
     }
 
     @Test func dbMigrateIsIdempotentThroughTheCommand() async throws {
         let lab = try await TestLab.shared.get()
-        let out = try bcpipe(["db", "migrate", "--config", lab.topologyPath(site: "site1"), "--site", "site1"])
+        let out = try await bcpipe(["db", "migrate", "--config", lab.topologyPath(site: "site1"), "--site", "site1"])
         #expect(out.status == 0, "\(out.text)")
         #expect(
             out.text.contains("site1/mart: up to date (version \(Migration.of(.mart).last!.version))"), "\(out.text)")
         #expect(out.text.contains("site1/idb_site1_a: up to date"))
-        let status = try bcpipe(["status", "--config", lab.topologyPath, "--json"])
+        let status = try await bcpipe(["status", "--config", lab.topologyPath, "--json"])
         #expect(status.status == 0)
         let json = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
         let sites = json?["sites"] as? [[String: Any]]
@@ -29,7 +29,7 @@ struct CLITests {
         #expect(sites?.allSatisfy { $0["reachable"] as? Bool == true && $0["phase"] as? String == "normal" } == true)
     }
 
-    @Test func aBadTopologyExitsTwoNamingTheKey() throws {
+    @Test func aBadTopologyExitsTwoNamingTheKey() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -45,18 +45,18 @@ struct CLITests {
         extractors:
           - { site: site1, role: active }
         """.write(toFile: path, atomically: true, encoding: .utf8)
-        let out = try bcpipe(["db", "migrate", "--config", path])
+        let out = try await bcpipe(["db", "migrate", "--config", path])
         #expect(out.status == 2)
         #expect(out.text.contains("collectors[0].idb.site: unknown site \"site9\""), "\(out.text)")
 
-        let env = try Processes.run(["/usr/bin/env", "BCPIPE_CONFIG=\(path)", TestLab.executable, "status"])
+        let env = try await Processes.output(["/usr/bin/env", "BCPIPE_CONFIG=\(path)", TestLab.executable, "status"])
         #expect(env.status == 2, "BCPIPE_CONFIG is the default --config")
         #expect(env.text.contains(path))
     }
 
     /// Catches a witness that starts without knowing where to listen, or that dies (or hangs,
     /// or traps in an HTTP probe in flight) instead of saying its port is taken.
-    @Test func aWitnessNamesWhatIsWrongWithWhereItListens() throws {
+    @Test func aWitnessNamesWhatIsWrongWithWhereItListens() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-witness-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -72,9 +72,9 @@ struct CLITests {
         extractors:
           - { site: site1, role: active }
         """.write(toFile: path, atomically: true, encoding: .utf8)
-        let nowhere = try bcpipe(["witness", "run", "--config", path])
+        let nowhere = try await bcpipe(["witness", "run", "--config", path])
         #expect(nowhere.status == 2 && nowhere.text.contains("give --listen host:port"), "\(nowhere.text)")
-        let bad = try bcpipe(["witness", "run", "--config", path, "--listen", "witness"])
+        let bad = try await bcpipe(["witness", "run", "--config", path, "--listen", "witness"])
         #expect(bad.status == 2 && bad.text.contains("--listen must be host:port"), "\(bad.text)")
         // A port another process holds: exit 1 naming it, every time (the prober's probe in
         // flight when the server gives up must not trap or hang the process).
@@ -95,22 +95,22 @@ struct CLITests {
         }
         let port = Int(UInt16(bigEndian: address.sin_port))
         for _ in 0..<5 {
-            let taken = try Processes.run(
+            let taken = try await Processes.output(
                 [TestLab.executable, "witness", "run", "--config", path, "--listen", "127.0.0.1:\(port)"], timeout: 30)
             #expect(taken.status == 1 && taken.text.contains("Address already in use"), "\(taken.text)")
         }
     }
 
-    @Test func usageErrorsExitTwoAndLabErrorsOne() throws {
-        let bad = try bcpipe(["lab", "link", "site1", "site2", "sideways", "--dir", "/tmp/none"])
+    @Test func usageErrorsExitTwoAndLabErrorsOne() async throws {
+        let bad = try await bcpipe(["lab", "link", "site1", "site2", "sideways", "--dir", "/tmp/none"])
         #expect(bad.status == 2)
         #expect(bad.text.contains("the link state must be up or down"))
-        let unknown = try bcpipe(["no-such-command"])
+        let unknown = try await bcpipe(["no-such-command"])
         #expect(unknown.status == 2)
-        let noLab = try bcpipe(["lab", "status", "--dir", "/tmp/bcpipe-no-lab-here"])
+        let noLab = try await bcpipe(["lab", "status", "--dir", "/tmp/bcpipe-no-lab-here"])
         #expect(noLab.status == 1)
         #expect(noLab.text.contains("no lab in /tmp/bcpipe-no-lab-here; start one with `bcpipe lab up"))
-        let help = try bcpipe(["--help"])
+        let help = try await bcpipe(["--help"])
         #expect(help.status == 0)
         #expect(help.text.contains("lab"))
     }
@@ -118,11 +118,11 @@ struct CLITests {
 
 @Suite("bcpipe queue")
 struct QueueCLITests {
-    func bcpipe(_ args: [String]) throws -> Processes.Output {
-        try Processes.run([TestLab.executable] + args, timeout: 120)
+    func bcpipe(_ args: [String]) async throws -> Processes.Output {
+        try await Processes.output([TestLab.executable] + args, timeout: 120)
     }
 
-    @Test func statVerifyDumpAndSalvage() throws {
+    @Test func statVerifyDumpAndSalvage() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-queue-\(getpid())").path
         defer {
             for path
@@ -136,17 +136,17 @@ struct QueueCLITests {
         let writer = try Child([testkit, "queue-writer", dir, "1", "40", "5", "2048"])
         #expect(writer.wait().filter { $0.hasPrefix("acked") }.count == 40)
 
-        let stat = try bcpipe(["queue", "stat", dir, "--json"])
+        let stat = try await bcpipe(["queue", "stat", dir, "--json"])
         #expect(stat.status == 0)
         let json = try JSONSerialization.jsonObject(with: Data(stat.text.utf8)) as? [String: Any]
         #expect(json?["events"] as? Int == 200)
         #expect(json?["lost_events"] as? Int == 0)
 
-        let ok = try bcpipe(["queue", "verify", dir])
+        let ok = try await bcpipe(["queue", "verify", dir])
         #expect(ok.status == 0)
         #expect(ok.text.hasPrefix("ok: 40 frames"))
 
-        let dump = try bcpipe(["queue", "dump", dir])
+        let dump = try await bcpipe(["queue", "dump", dir])
         let lines = dump.text.split(separator: "\n")
         #expect(lines.count == 200)
         #expect(lines.first?.hasPrefix("0 0 0 0 ") == true)
@@ -160,7 +160,7 @@ struct QueueCLITests {
         try handle.write(contentsOf: Data([0xFF, 0xFF]))
         try handle.close()
 
-        let bad = try bcpipe(["queue", "verify", dir])
+        let bad = try await bcpipe(["queue", "verify", dir])
         #expect(bad.status == 1)
         #expect(bad.text.contains("DAMAGED segment 2 offset 28: damaged frame header"), "\(bad.text)")
         #expect(bad.text.contains("5 events lost"))
@@ -169,19 +169,19 @@ struct QueueCLITests {
         // catches the salvage that moved the original aside and then failed on "open : ").
         let parent = (dir as NSString).deletingLastPathComponent
         let name = (dir as NSString).lastPathComponent
-        let salvage = try Processes.run(
+        let salvage = try await Processes.output(
             ["/bin/bash", "-c", "cd '\(parent)' && '\(TestLab.executable)' queue salvage '\(name)'"], timeout: 120)
         #expect(salvage.status == 0, "\(salvage.text)")
         #expect(salvage.text.contains("kept 39 frames, dropped 1 damaged regions (5 events lost"))
         // Catches the salvage loop: verify after a salvage called the counted loss damage and
         // asked for another salvage.
-        let after = try bcpipe(["queue", "verify", dir])
+        let after = try await bcpipe(["queue", "verify", dir])
         #expect(after.status == 0, "a salvaged queue verifies clean: \(after.text)")
         #expect(after.text.contains("earlier losses: 5 events"), "\(after.text)")
         #expect(after.text.contains("salvage: kept 39 frames"), "says when the loss was counted: \(after.text)")
-        #expect(try bcpipe(["queue", "dump", dir]).text.split(separator: "\n").count == 195)
+        #expect(try await bcpipe(["queue", "dump", dir]).text.split(separator: "\n").count == 195)
         // Catches `events` counting the lost ones: it is what will ship.
-        let statAfter = try bcpipe(["queue", "stat", dir, "--json"])
+        let statAfter = try await bcpipe(["queue", "stat", dir, "--json"])
         let afterJSON = try JSONSerialization.jsonObject(with: Data(statAfter.text.utf8)) as? [String: Any]
         #expect(afterJSON?["events"] as? Int == 195, "\(statAfter.text)")
         #expect(afterJSON?["lost_events"] as? Int == 5)
@@ -195,10 +195,10 @@ struct GenCLITests {
             .deletingLastPathComponent()
     }
 
-    @Test func reproducesTheCommittedFixtureByteForByte() throws {
+    @Test func reproducesTheCommittedFixtureByteForByte() async throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("gen-\(getpid()).ndjson").path
         defer { try? FileManager.default.removeItem(atPath: out) }
-        let run = try Processes.run([
+        let run = try await Processes.output([
             TestLab.executable, "gen", "--count", "2000", "--seed", "7", "--rate", "50", "--out", out,
         ])
         #expect(run.status == 0, "\(run.text)")
@@ -226,13 +226,13 @@ struct GenCLITests {
     /// `--out` writes into the file it names: a symlink stays a symlink (and `/dev/null` a
     /// device — FileManager's atomic create once replaced it with a regular file when run as root);
     /// a path it cannot write is named in the error.
-    @Test func genWritesInPlaceAndNamesAPathItCannotWrite() throws {
+    @Test func genWritesInPlaceAndNamesAPathItCannotWrite() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-out-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createSymbolicLink(
             atPath: dir + "/link.ndjson", withDestinationPath: dir + "/real.ndjson")
-        let run = try Processes.run([
+        let run = try await Processes.output([
             TestLab.executable, "gen", "--count", "100", "--seed", "7", "--out", dir + "/link.ndjson",
         ])
         #expect(run.status == 0, "\(run.text)")
@@ -240,20 +240,20 @@ struct GenCLITests {
         #expect(kind == .typeSymbolicLink, "the symlink was replaced")
         let written = try String(contentsOfFile: dir + "/real.ndjson", encoding: .utf8)
         #expect(written.split(separator: "\n").count == 100)
-        let bad = try Processes.run([
+        let bad = try await Processes.output([
             TestLab.executable, "gen", "--count", "1", "--out", dir + "/no/such/dir/x.ndjson",
         ])
         #expect(bad.status != 0)
         #expect(bad.text.contains("cannot write \(dir)/no/such/dir/x.ndjson"), "\(bad.text)")
     }
 
-    @Test func genNeedsExactlyOneDestinationAndOneLength() throws {
-        let both = try Processes.run([
+    @Test func genNeedsExactlyOneDestinationAndOneLength() async throws {
+        let both = try await Processes.output([
             TestLab.executable, "gen", "--count", "1", "--duration", "1", "--out", "/dev/null",
         ])
         #expect(both.status == 2)
         #expect(both.text.contains("exactly one of --duration and --count"))
-        let none = try Processes.run([TestLab.executable, "gen", "--count", "1"])
+        let none = try await Processes.output([TestLab.executable, "gen", "--count", "1"])
         #expect(none.status == 2)
     }
 }

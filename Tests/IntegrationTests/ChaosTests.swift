@@ -9,7 +9,7 @@ struct ChaosTests {
     @Test func aTwoMinuteChaosRunLosesDoublesAndInventsNothing() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bcpipe-test-chaos-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let out = try Processes.run(
+        let out = try await Processes.output(
             [
                 TestLab.executable, "chaos", "--seconds", "120", "--seed", "20261129", "--dir", dir, "--base-port",
                 "\(TestLab.basePort + 3300)",
@@ -43,7 +43,7 @@ struct ChaosTests {
         }
         // A cut longer than the threshold was played (the schedule's second cut).
         #expect(out.text.contains("rtn start: site1 back as the standby"), "\(out.text)")
-        let left = try Processes.run(["/usr/bin/pgrep", "-f", dir])
+        let left = try await Processes.output(["/usr/bin/pgrep", "-f", dir])
         #expect(left.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(left.text)")
         let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
         #expect(!mounts.contains(dir), "the queue disk is unmounted")

@@ -19,7 +19,7 @@ struct DemoTests {
             try? FileManager.default.removeItem(atPath: report)
             try? FileManager.default.removeItem(atPath: target)
         }
-        let out = try Processes.run(
+        let out = try await Processes.output(
             [
                 TestLab.executable, "demo", "--dir", dir, "--base-port", "\(TestLab.basePort + 3200)", "--act-seconds",
                 "8", "--report", report,
@@ -35,7 +35,7 @@ struct DemoTests {
         #expect(out.text.contains("== report queue-hourly"))
         #expect(out.text.contains("lab stopped; no process left"))
         // No process of the lab is left.
-        let left = try Processes.run(["/usr/bin/pgrep", "-f", dir])
+        let left = try await Processes.output(["/usr/bin/pgrep", "-f", dir])
         #expect(left.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(left.text)")
 
         #expect(
@@ -64,7 +64,7 @@ struct DemoTests {
             Issue.record(Comment(rawValue: Browser.missing))
             return
         }
-        let dom = try Browser.dumpDOM("file://" + report)
+        let dom = try await Browser.dumpDOM("file://" + report)
         #expect(dom.contains("Every act as promised."))
         #expect(dom.contains("<svg id=\"queues\""))
     }

@@ -15,8 +15,8 @@ import Topology
 /// and the failed site fenced when it comes back.
 @Suite("Disaster recovery", .serialized)
 struct DisasterRecoveryTests {
-    static func bcpipe(_ args: [String], environment: [String: String] = [:]) throws -> Processes.Output {
-        try Processes.run([TestLab.executable] + args, environment: environment, timeout: 120)
+    static func bcpipe(_ args: [String], environment: [String: String] = [:]) async throws -> Processes.Output {
+        try await Processes.output([TestLab.executable] + args, environment: environment, timeout: 120)
     }
 
     /// Events the survivor's IDBs hold, by (source, seq).
@@ -38,10 +38,10 @@ struct DisasterRecoveryTests {
         return (events, interactions)
     }
 
-    func traffic(_ lab: LocalLab, count: Int, seed: Int, start: String) throws -> [String] {
+    func traffic(_ lab: LocalLab, count: Int, seed: Int, start: String) async throws -> [String] {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("dr-\(getpid())-\(seed).ndjson").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let gen = try Self.bcpipe([
+        let gen = try await Self.bcpipe([
             "gen", "--count", "\(count)", "--seed", "\(seed)", "--rate", "200", "--start", start, "--out", file,
         ])
         #expect(gen.status == 0, "\(gen.text)")
@@ -60,7 +60,7 @@ struct DisasterRecoveryTests {
         let topology = try Topology.load(path: lab.topologyPath(site: "site2"))
         let rig = ExtractorRig(
             lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
-        let lines = try traffic(lab, count: 3000, seed: 11, start: "2026-11-21T09:00:00Z")
+        let lines = try await traffic(lab, count: 3000, seed: 11, start: "2026-11-21T09:00:00Z")
         for (source, pair) in [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])] {
             try await rig.post(lines.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
         }
@@ -75,7 +75,7 @@ struct DisasterRecoveryTests {
                 let (e2, i2) = try await Self.martEvents(lab, site: "site2")
                 return e1.count == e2.count && i1 == i2 && e1.count >= 2900
             }
-            let s = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+            let s = try await Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
             let j = try JSONSerialization.jsonObject(with: Data(s.text.utf8)) as? [String: Any]
             let site1 = (j?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site1" }
             let replication = site1?["replication"] as? [[String: Any]] ?? []
@@ -84,22 +84,22 @@ struct DisasterRecoveryTests {
         }
 
         // The safety rules, each refused with exit 3 and the rule named; nothing changes.
-        var out = try Self.bcpipe(["dr", "declare", "--failed-site", "site1", "--config", survivorView])
+        var out = try await Self.bcpipe(["dr", "declare", "--failed-site", "site1", "--config", survivorView])
         #expect(out.status == 3, "\(out.text)")
         #expect(out.text.contains("confirm-site-down"))
-        out = try Self.bcpipe([
+        out = try await Self.bcpipe([
             "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", lab.topologyPath,
         ])
         #expect(out.status == 3, "site1 is alive: \(out.text)")
         #expect(out.text.contains("failed-site-unreachable"))
         // A WAN cut is not a site failure: an observer that reaches both servers is refused.
         try lab.setLink("site1", "site2", .refuse)
-        out = try Self.bcpipe([
+        out = try await Self.bcpipe([
             "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", lab.topologyPath,
         ])
         #expect(out.status == 3, "a WAN cut: \(out.text)")
         try lab.setLink("site1", "site2", .up)
-        out = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        out = try await Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
         let before = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any]
         #expect(before?["phase"] as? String == "normal")
         #expect(before?["epoch"] as? Int == 1)
@@ -107,8 +107,8 @@ struct DisasterRecoveryTests {
         // Site 1 fails; two operators declare at once from site 2.
         try lab.failSite("site1")
         let args = ["dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", survivorView]
-        async let first = Task.detached { try Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "alice"]) }.value
-        async let second = Task.detached { try Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "bob"]) }.value
+        async let first = Task.detached { try await Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "alice"]) }.value
+        async let second = Task.detached { try await Self.bcpipe(args, environment: ["BCPIPE_OPERATOR": "bob"]) }.value
         let (a, b) = try await (first, second)
         #expect(a.status == 0 && b.status == 0, "\(a.text)\n\(b.text)")
         let texts = [a.text, b.text]
@@ -128,7 +128,7 @@ struct DisasterRecoveryTests {
         // Catches an event extracted twice (mart.event's key keeps it once; the views would not).
         try await TestLab.expectViewsMatchTheirEvents(lab, site: "site2")
         #expect(mart2.interactions > 0)
-        out = try Self.bcpipe(["status", "--json", "--config", survivorView])
+        out = try await Self.bcpipe(["status", "--json", "--config", survivorView])
         let after = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any]
         #expect(after?["phase"] as? String == "emergency", "\(out.text)")
         #expect(after?["epoch"] as? Int == 2)
@@ -143,7 +143,7 @@ struct DisasterRecoveryTests {
         #expect(Set(journal.compactMap { $0["actor"] as? String }).count == 1, "one operator carried it out")
 
         // Emergency operation: site2's traffic keeps flowing into the reports.
-        let more = try traffic(lab, count: 600, seed: 12, start: "2026-11-21T11:00:00Z").filter {
+        let more = try await traffic(lab, count: 600, seed: 12, start: "2026-11-21T11:00:00Z").filter {
             $0.contains(#""source":"site2/voice""#)
         }
         let moreSeqs = more.map { line -> String in
@@ -158,13 +158,13 @@ struct DisasterRecoveryTests {
         // Site 1 comes back: fenced by its old epoch; its extractor writes nothing.
         try await lab.up(o)
         try await CollectorTests.waitUntil("site1's coordinator reports the fence", timeout: 30) {
-            let s = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+            let s = try await Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
             let j = try JSONSerialization.jsonObject(with: Data(s.text.utf8)) as? [String: Any]
             let site1 = (j?["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site1" }
             return (site1?["fenced"] as? String)?.contains("epoch 2") == true
         }
         let frozen = try await Self.martEvents(lab, site: "site1").events.count
-        let late = try traffic(lab, count: 400, seed: 13, start: "2026-11-21T12:00:00Z").filter {
+        let late = try await traffic(lab, count: 400, seed: 13, start: "2026-11-21T12:00:00Z").filter {
             $0.contains(#""source":"site1/voice""#)
         }
         // Once the late events are in site1's IDB, two fenced cycles (each reads the IDBs, sees
@@ -207,11 +207,11 @@ struct DisasterRecoveryTests {
             "dr", "declare", "--failed-site", "site2", "--confirm-site-down", "--config",
             lab.topologyPath(site: "site1"),
         ]
-        let killed = try Self.bcpipe(args, environment: ["BCPIPE_FAILPOINT": "dr-declare:after:fence"])
+        let killed = try await Self.bcpipe(args, environment: ["BCPIPE_FAILPOINT": "dr-declare:after:fence"])
         #expect(killed.status != 0)
         #expect(killed.text.contains("2/5 fence"))
         #expect(!killed.text.contains("3/5"))
-        let rerun = try Self.bcpipe(args)
+        let rerun = try await Self.bcpipe(args)
         #expect(rerun.status == 0, "\(rerun.text)")
         #expect(rerun.text.contains("resuming dr declare"))
         #expect(rerun.text.contains("1/5 raise-epoch: already done"))
@@ -227,7 +227,7 @@ struct DisasterRecoveryTests {
         #expect([d[0], d[1], d[2], d[3]] == ["3", "emergency", "active", "site1"])
         await conn.close()
         // Declaring again from another phase of the same failure is answered, not repeated.
-        let again = try Self.bcpipe(args)
+        let again = try await Self.bcpipe(args)
         #expect(again.status == 0)
         #expect(again.text.contains("already done"))
         try lab.down(remove: true)
@@ -252,14 +252,14 @@ struct DisasterRecoveryTests {
         var topology = try Topology.load(path: lab.topologyPath(site: "site2"))
         var rig = ExtractorRig(
             lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site2"))
-        let lines = try traffic(lab, count: 2000, seed: 21, start: "2026-11-21T09:00:00Z")
+        let lines = try await traffic(lab, count: 2000, seed: 21, start: "2026-11-21T09:00:00Z")
         for (source, pair) in [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])] {
             try await rig.post(lines.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
         }
         try lab.failSite("site1")
         let survivorView = lab.topologyPath(site: "site2")
         #expect(
-            try Self.bcpipe([
+            try await Self.bcpipe([
                 "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config", survivorView,
             ])
             .status == 0)
@@ -268,7 +268,7 @@ struct DisasterRecoveryTests {
         rig = ExtractorRig(lab: lab, topology: topology, settings: rig.settings)
 
         // Traffic keeps flowing into site2 while the mart is copied and the new site catches up.
-        let flowing = try traffic(lab, count: 3000, seed: 22, start: "2026-11-21T10:00:00Z").filter {
+        let flowing = try await traffic(lab, count: 3000, seed: 22, start: "2026-11-21T10:00:00Z").filter {
             $0.contains(#""source":"site2/voice""#)
         }
         let feeder = Task {
@@ -278,11 +278,13 @@ struct DisasterRecoveryTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        let dry = try Self.bcpipe([
+        let dry = try await Self.bcpipe([
             "rtn", "start", "--site", newSite, "--active", active, "--dry-run", "--config", survivorView,
         ])
         #expect(dry.status == 0 && dry.text.contains("dry run"), "\(dry.text)")
-        let rtn = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", active, "--config", survivorView])
+        let rtn = try await Self.bcpipe([
+            "rtn", "start", "--site", newSite, "--active", active, "--config", survivorView,
+        ])
         #expect(rtn.status == 0, "\(rtn.text)")
         #expect(rtn.text.contains("return to normal done"))
         try await feeder.value
@@ -320,7 +322,7 @@ struct DisasterRecoveryTests {
         // Catches an event extracted twice on the way (the digests would agree on a wrong count).
         try await TestLab.expectViewsMatchTheirEvents(lab, site: "site2")
 
-        let status = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let status = try await Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
         let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
         #expect(j?["phase"] as? String == "normal", "\(status.text)")
         // site2 journals it and raises epochs it owns (of 2 sites 2, 4, 6…; of 3 sites 2, 5, 8…); a
@@ -345,9 +347,11 @@ struct DisasterRecoveryTests {
         // A rebuilt site1 is re-admitted; with a replacement, site1 stays retired.
         #expect(retired == (newSite == "site1" ? [] : ["site1"]))
         await c.close()
-        let again = try Self.bcpipe(["rtn", "start", "--site", newSite, "--active", active, "--config", survivorView])
+        let again = try await Self.bcpipe([
+            "rtn", "start", "--site", newSite, "--active", active, "--config", survivorView,
+        ])
         #expect(again.status == 0 && again.text.contains("already done"), "\(again.text)")
-        let rs = try Self.bcpipe(["rtn", "status", "--config", lab.topologyPath])
+        let rs = try await Self.bcpipe(["rtn", "status", "--config", lab.topologyPath])
         let steps = switchOver ? "7/7" : "6/6"
         #expect(rs.text.contains("rtn start \(newSite): done, \(steps) steps"), "\(rs.text)")
         try lab.down(remove: true)
@@ -370,21 +374,21 @@ extension DisasterRecoveryTests {
         let topology = try Topology.load(path: lab.topologyPath)
         let rig = ExtractorRig(
             lab: lab, topology: topology, settings: try ExtractorSettings.from(topology: topology, site: "site1"))
-        let lines = try traffic(lab, count: 2000, seed: 31, start: "2026-11-21T09:00:00Z")
+        let lines = try await traffic(lab, count: 2000, seed: 31, start: "2026-11-21T09:00:00Z")
         let pairs = [("site1/voice", ["site1-a", "site1-b"]), ("site2/voice", ["site2-a", "site2-b"])]
         let (first, second) = (lines.prefix(1000), lines.dropFirst(1000))
         for (source, pair) in pairs {
             try await rig.post(first.filter { $0.contains(#""source":"\#(source)""#) }, to: pair)
         }
-        var out = try Self.bcpipe(["switchover", "--to", "site9", "--config", lab.topologyPath])
+        var out = try await Self.bcpipe(["switchover", "--to", "site9", "--config", lab.topologyPath])
         #expect(out.status == 2 && out.text.contains("unknown site \"site9\""), "\(out.text)")
-        out = try Self.bcpipe(["switchover", "--to", "site2", "--dry-run", "--config", lab.topologyPath])
+        out = try await Self.bcpipe(["switchover", "--to", "site2", "--dry-run", "--config", lab.topologyPath])
         #expect(out.status == 0 && out.text.contains("epoch 1 → 3"), "\(out.text)")
-        out = try Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
+        out = try await Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
         #expect(out.status == 0, "\(out.text)")
         #expect(out.text.contains("1/1 move-reporting: done"))
         #expect(out.text.contains("switch-over done: site2/mart is the reporting mart, site1 follows it; epoch 3"))
-        let status = try Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
+        let status = try await Self.bcpipe(["status", "--json", "--config", lab.topologyPath])
         let j = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any]
         #expect(j?["reportingSite"] as? String == "site2", "\(status.text)")
         #expect(j?["epoch"] as? Int == 3)
@@ -394,7 +398,7 @@ extension DisasterRecoveryTests {
             #expect([d[0], d[1], d[2]] == ["3", "active", "site2"], "\(site)")
             await c.close()
         }
-        out = try Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
+        out = try await Self.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
         #expect(out.status == 0 && out.text.contains("already done"), "\(out.text)")
 
         // Both extractors go on under the new epoch: every event reaches both marts once.
@@ -419,12 +423,12 @@ extension DisasterRecoveryTests {
 
         // Not from another phase: after a disaster the way back is rtn start.
         try lab.failSite("site1")
-        out = try Self.bcpipe([
+        out = try await Self.bcpipe([
             "dr", "declare", "--failed-site", "site1", "--confirm-site-down", "--config",
             lab.topologyPath(site: "site2"),
         ])
         #expect(out.status == 0, "\(out.text)")
-        out = try Self.bcpipe(["switchover", "--to", "site1", "--config", lab.topologyPath(site: "site2")])
+        out = try await Self.bcpipe(["switchover", "--to", "site1", "--config", lab.topologyPath(site: "site2")])
         #expect(out.status == 3 && out.text.contains("\"phase\""), "\(out.text)")
     }
 }

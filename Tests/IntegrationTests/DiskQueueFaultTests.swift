@@ -126,7 +126,7 @@ struct DiskQueueFaultTests {
         }
         let mount = FileManager.default.temporaryDirectory.appendingPathComponent("dq-small-\(getpid())").path
         try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-        let out = try Processes.run(["/bin/mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount])
+        let out = try await Processes.output(["/bin/mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount])
         #expect(out.status == 0, "\(out.text)")
         defer {
             _ = try? Processes.run(["/bin/umount", mount])

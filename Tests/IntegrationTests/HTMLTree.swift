@@ -100,9 +100,9 @@ enum Browser {
         "Chromium is not installed and could not be installed here (not root?): run scripts/setup --tests, or apt-get install chromium"
 
     /// The DOM once the page has loaded (before a self-reloading page reloads), as HTML.
-    static func dumpDOM(_ url: String) throws -> String {
+    static func dumpDOM(_ url: String) async throws -> String {
         // Its own warnings go to stderr: only stdout is the DOM.
-        let out = try Processes.run(
+        let out = try await Processes.output(
             [
                 "/bin/bash", "-c", #""$0" "$@" 2>/dev/null"#, path!, "--headless", "--no-sandbox", "--disable-gpu",
                 "--disable-dev-shm-usage", "--no-first-run",

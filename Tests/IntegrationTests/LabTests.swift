@@ -141,7 +141,7 @@ struct LabLifecycleTests {
             (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(bystander)/cwd")) == lab.directory
         }
         #expect(!Self.labProcesses(lab).isEmpty)
-        let down = try Processes.run([TestLab.executable, "lab", "down", "--dir", lab.directory])
+        let down = try await Processes.output([TestLab.executable, "lab", "down", "--dir", lab.directory])
         #expect(down.status == 0, "\(down.text)")
         #expect(
             Processes.processes(under: lab.directory) == [bystander], "lab down leaves no process of the lab behind")
@@ -151,16 +151,16 @@ struct LabLifecycleTests {
     }
 
     // Catches `lab down --remove` deleting any directory it is given.
-    @Test func downRefusesADirectoryThatHoldsNoLab() throws {
+    @Test func downRefusesADirectoryThatHoldsNoLab() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("not-a-lab-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "precious".write(toFile: dir + "/notes.txt", atomically: true, encoding: .utf8)
-        let down = try Processes.run([TestLab.executable, "lab", "down", "--dir", dir, "--remove"])
+        let down = try await Processes.output([TestLab.executable, "lab", "down", "--dir", dir, "--remove"])
         #expect(down.status == 1)
         #expect(down.text.contains("holds no lab (no lab.json): nothing was stopped or removed"), "\(down.text)")
         #expect(FileManager.default.fileExists(atPath: dir + "/notes.txt"))
-        let gone = try Processes.run([TestLab.executable, "lab", "down", "--dir", dir + "/never-made"])
+        let gone = try await Processes.output([TestLab.executable, "lab", "down", "--dir", dir + "/never-made"])
         #expect(gone.status == 0, "a lab that does not exist has nothing to stop: \(gone.text)")
     }
 

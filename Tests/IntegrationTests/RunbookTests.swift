@@ -108,7 +108,8 @@ struct RunbookTests {
                 var out: Processes.Output
                 var problems: [String]
                 repeat {
-                    out = try Processes.run(["/bin/bash", "-c", command], environment: environment, timeout: 180)
+                    out = try await Processes.output(
+                        ["/bin/bash", "-c", command], environment: environment, timeout: 180)
                     problems = []
                     let expected: Int32 = last ? step.exit : 0
                     if out.status != expected { problems.append("exit \(out.status), expected \(expected)") }

@@ -31,7 +31,9 @@ struct StatusPageTests {
         let page = "http://\(view.site(named: "site1")!.coordinator)/"
 
         // The same data as status --json (from the same view).
-        let status = try DisasterRecoveryTests.bcpipe(["status", "--json", "--config", lab.topologyPath(site: "site1")])
+        let status = try await DisasterRecoveryTests.bcpipe([
+            "status", "--json", "--config", lab.topologyPath(site: "site1"),
+        ])
         let json = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any] ?? [:]
         try await CollectorTests.waitUntil("the standby follows the active mart", timeout: 120) {
             try await Self.get(page).1.contains("following via bcpipe_site2: all 14 tables synchronised")
@@ -83,7 +85,9 @@ struct StatusPageTests {
         try await CollectorTests.waitUntil("reporting clients land on site1", timeout: 30) {
             (try? await reportingPort()) == String(ports[0])
         }
-        let switched = try DisasterRecoveryTests.bcpipe(["switchover", "--to", "site2", "--config", lab.topologyPath])
+        let switched = try await DisasterRecoveryTests.bcpipe([
+            "switchover", "--to", "site2", "--config", lab.topologyPath,
+        ])
         #expect(switched.status == 0, "\(switched.text)")
         try await CollectorTests.waitUntil("reporting clients land on site2", timeout: 30) {
             (try? await reportingPort()) == String(ports[1])
@@ -118,7 +122,7 @@ struct StatusPageTests {
         o.stuckThreshold = 3600
         try await lab.up(o)
         let view = try Topology.load(path: lab.topologyPath(site: "site2"))
-        let dom = try Browser.dumpDOM("http://\(view.site(named: "site2")!.coordinator)/")
+        let dom = try await Browser.dumpDOM("http://\(view.site(named: "site2")!.coordinator)/")
         #expect(dom.contains(#"<meta http-equiv="refresh" content="2">"#), "\(dom.prefix(600))")
         #expect(dom.contains("<dd>active-standby</dd>"))
         #expect(dom.contains("<dd>site1/mart</dd>"))

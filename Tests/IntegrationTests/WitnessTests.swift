@@ -12,14 +12,14 @@ import Topology
 /// command line and HTTP only, on a lab whose witness sits at the observers' location.
 @Suite("Witnesses", .serialized)
 struct WitnessTests {
-    static func bcpipe(_ args: [String]) throws -> Processes.Output {
-        try Processes.run([TestLab.executable] + args, timeout: 120)
+    static func bcpipe(_ args: [String]) async throws -> Processes.Output {
+        try await Processes.output([TestLab.executable] + args, timeout: 120)
     }
 
     /// What a declaration would change, per site as an observer sees it: phase, epoch, role,
     /// reporting site, fence, the procedure and the journal's length.
-    static func controlSnapshot(_ lab: LocalLab) throws -> [String] {
-        let out = try bcpipe(["status", "--json", "--config", lab.topologyPath])
+    static func controlSnapshot(_ lab: LocalLab) async throws -> [String] {
+        let out = try await bcpipe(["status", "--json", "--config", lab.topologyPath])
         let json = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any] ?? [:]
         return (json["sites"] as? [[String: Any]] ?? []).map { s in
             let fields: [Any?] = [
@@ -31,10 +31,10 @@ struct WitnessTests {
     }
 
     /// NDJSON lines of `bcpipe gen` for a seed.
-    static func generated(count: Int, seed: Int, start: String) throws -> [String] {
+    static func generated(count: Int, seed: Int, start: String) async throws -> [String] {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("witness-\(getpid())-\(seed).ndjson")
         defer { try? FileManager.default.removeItem(at: file) }
-        let gen = try bcpipe([
+        let gen = try await bcpipe([
             "gen", "--count", "\(count)", "--seed", "\(seed)", "--rate", "200", "--start", start, "--out", file.path,
         ])
         #expect(gen.status == 0, "\(gen.text)")
@@ -91,29 +91,31 @@ struct WitnessTests {
         let unknown = try await StatusPageTests.get("http://\(witness)/v1/reach/site9")
         #expect(unknown.0 == 404 && unknown.1.contains("site1, site2"), "\(unknown)")
 
-        let lines = try Self.generated(count: 1200, seed: 31, start: "2026-11-21T09:00:00Z")
+        let lines = try await Self.generated(count: 1200, seed: 31, start: "2026-11-21T09:00:00Z")
         try await Self.post(Array(lines[0..<400]), observer)
-        let before = try Self.controlSnapshot(lab)
+        let before = try await Self.controlSnapshot(lab)
         #expect(before.count == 2 && before.allSatisfy { $0.contains(" normal 1 ") }, "\(before)")
 
         for (i, cut) in ["refuse", "blackhole"].enumerated() {
-            let down = try Self.bcpipe(["lab", "link", "site1", "site2", "down", "--mode", cut, "--dir", lab.directory])
+            let down = try await Self.bcpipe([
+                "lab", "link", "site1", "site2", "down", "--mode", cut, "--dir", lab.directory,
+            ])
             #expect(down.status == 0, "\(down.text)")
             // From each side the other is unreachable; the witness still reaches it.
             for (failed, survivor) in [("site1", "site2"), ("site2", "site1")] {
                 let reach = try await StatusPageTests.get("http://\(witness)/v1/reach/\(failed)")
                 #expect(reach.1.contains(#""coordinator":true"#) && reach.1.contains(#""postgres":true"#), "\(reach)")
-                let out = try Self.bcpipe([
+                let out = try await Self.bcpipe([
                     "dr", "declare", "--failed-site", failed, "--confirm-site-down",
                     "--config", lab.topologyPath(site: survivor),
                 ])
                 #expect(out.status == 3, "\(cut): declaring \(failed) failed from \(survivor): \(out.text)")
                 #expect(out.text.contains("witness-reaches-failed-site") && out.text.contains(witness), "\(out.text)")
             }
-            #expect(try Self.controlSnapshot(lab) == before, "a refused declaration changes nothing (\(cut))")
+            #expect(try await Self.controlSnapshot(lab) == before, "a refused declaration changes nothing (\(cut))")
             // The pipeline goes on during the cut: acknowledged events queue at the -b collectors.
             try await Self.post(Array(lines[(400 + 400 * i)..<(800 + 400 * i)]), observer)
-            let up = try Self.bcpipe(["lab", "link", "site1", "site2", "up", "--dir", lab.directory])
+            let up = try await Self.bcpipe(["lab", "link", "site1", "site2", "up", "--dir", lab.directory])
             #expect(up.status == 0, "\(up.text)")
         }
 
@@ -142,19 +144,19 @@ struct WitnessTests {
         // Site 1 fails while the witness is down: refused, nothing changed, until the operator
         // gives their word; the journal records it.
         try lab.stopWitness()
-        #expect(try Self.bcpipe(["lab", "fail-site", "site1", "--dir", lab.directory]).status == 0)
+        #expect(try await Self.bcpipe(["lab", "fail-site", "site1", "--dir", lab.directory]).status == 0)
         let declare = ["dr", "declare", "--failed-site", "site1", "--confirm-site-down"]
         let site2View = ["--config", lab.topologyPath(site: "site2")]
-        let refused = try Self.bcpipe(declare + site2View)
+        let refused = try await Self.bcpipe(declare + site2View)
         #expect(refused.status == 3 && refused.text.contains("witness-must-answer"), "\(refused.text)")
         #expect(refused.text.contains("--without-witness"), "the refusal says what would make it pass")
-        let status = try Self.bcpipe(["status", "--json"] + site2View)
+        let status = try await Self.bcpipe(["status", "--json"] + site2View)
         let json = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any] ?? [:]
         #expect(json["phase"] as? String == "normal" && json["epoch"] as? Int == 1, "\(status.text)")
         #expect((json["partitionGuard"] as? String)?.contains("0 of 1") == true, "\(status.text)")
-        let done = try Self.bcpipe(declare + ["--without-witness"] + site2View)
+        let done = try await Self.bcpipe(declare + ["--without-witness"] + site2View)
         #expect(done.status == 0 && done.text.contains("disaster recovery done: epoch 2"), "\(done.text)")
-        let after = try Self.bcpipe(["status", "--json"] + site2View)
+        let after = try await Self.bcpipe(["status", "--json"] + site2View)
         let j = try JSONSerialization.jsonObject(with: Data(after.text.utf8)) as? [String: Any] ?? [:]
         let site2 = (j["sites"] as? [[String: Any]])?.first { $0["name"] as? String == "site2" }
         let journal = site2?["journal"] as? [[String: Any]] ?? []
