@@ -28,22 +28,21 @@ public enum ViewRecount {
     /// segments; the offers with their resolution, talk and hold.
     ///
     /// A talk segment runs from the first `answered`/`retrieved` after the last talk stopper
-    /// (`queued`, `held`, `transferred`, `abandoned`, `ended`) to the next stopper; a hold segment
-    /// from the first `held` to the next `queued`, `answered`, `retrieved`, `transferred`,
-    /// `abandoned` or `ended`. A segment not stopped yet counts nothing. An offer's talk is that
-    /// of the segments started in it once it was answered; its hold, every hold segment in it.
-    static let events = """
+    /// (`held`, `transferred`, `ended`) to the next stopper; a hold segment from the first `held`
+    /// after the last hold stopper (`retrieved`, `ended`) to the next (CONTRACT 5). A segment not
+    /// stopped yet counts nothing. An offer's talk is that of the segments started in it once it
+    /// was answered; its hold, every hold segment started in it.
+    static func events(over events: String) -> String {
+        """
         complete AS (
-            SELECT e.* FROM mart.event e WHERE e.transformed
+            \(events)
         ),
         ev AS MATERIALIZED (
             SELECT e.*,
                    count(*) FILTER (WHERE type = 'interaction.queued') OVER running AS offer_no,
-                   count(*) FILTER (WHERE type IN ('interaction.queued', 'interaction.held', 'interaction.transferred',
-                                                   'interaction.abandoned', 'interaction.ended')) OVER before AS talk_segment,
-                   count(*) FILTER (WHERE type IN ('interaction.queued', 'interaction.answered', 'interaction.retrieved',
-                                                   'interaction.transferred', 'interaction.abandoned', 'interaction.ended'))
-                       OVER before AS hold_segment
+                   count(*) FILTER (WHERE type IN ('interaction.held', 'interaction.transferred', 'interaction.ended'))
+                       OVER before AS talk_segment,
+                   count(*) FILTER (WHERE type IN ('interaction.retrieved', 'interaction.ended')) OVER before AS hold_segment
             FROM complete e WHERE interaction IS NOT NULL
             WINDOW running AS (PARTITION BY source, interaction ORDER BY seq),
                    before AS (PARTITION BY source, interaction ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -52,20 +51,17 @@ public enum ViewRecount {
             SELECT source, interaction,
                 (array_agg(offer_no ORDER BY seq) FILTER (WHERE type IN ('interaction.answered', 'interaction.retrieved')))[1] AS offer_no,
                 extract(epoch FROM
-                    max(ts) FILTER (WHERE type IN ('interaction.queued', 'interaction.held', 'interaction.transferred',
-                                                   'interaction.abandoned', 'interaction.ended'))
+                    max(ts) FILTER (WHERE type IN ('interaction.held', 'interaction.transferred', 'interaction.ended'))
                     - (array_agg(ts ORDER BY seq) FILTER (WHERE type IN ('interaction.answered', 'interaction.retrieved')))[1]
                 ) * 1000 AS ms,
-                max(seq) FILTER (WHERE type IN ('interaction.queued', 'interaction.held', 'interaction.transferred',
-                                                'interaction.abandoned', 'interaction.ended')) AS stop_seq
+                max(seq) FILTER (WHERE type IN ('interaction.held', 'interaction.transferred', 'interaction.ended')) AS stop_seq
             FROM ev GROUP BY source, interaction, talk_segment
         ),
         hold AS MATERIALIZED (
             SELECT source, interaction,
                 (array_agg(offer_no ORDER BY seq) FILTER (WHERE type = 'interaction.held'))[1] AS offer_no,
                 extract(epoch FROM
-                    max(ts) FILTER (WHERE type IN ('interaction.queued', 'interaction.answered', 'interaction.retrieved',
-                                                   'interaction.transferred', 'interaction.abandoned', 'interaction.ended'))
+                    max(ts) FILTER (WHERE type IN ('interaction.retrieved', 'interaction.ended'))
                     - (array_agg(ts ORDER BY seq) FILTER (WHERE type = 'interaction.held'))[1]
                 ) * 1000 AS ms
             FROM ev GROUP BY source, interaction, hold_segment
@@ -100,11 +96,19 @@ public enum ViewRecount {
             WHERE type = 'interaction.created' ORDER BY source, interaction, seq
         )
         """
+    }
+
+    /// The events the mart's facts were made of.
+    public static let martEvents = "SELECT e.* FROM mart.event e WHERE e.transformed"
 
     /// `report.interactions` recounted: `source, interaction, media, first_queue, last_queue,
     /// agent, outcome, wait_ms, talk_ms, hold_ms, transfers`.
-    public static let interactions = """
-        WITH \(events)
+    public static let interactions = interactions(over: martEvents)
+
+    /// The same over `events` (a query with the event columns of `mart.event`).
+    public static func interactions(over events: String) -> String {
+        """
+        WITH \(Self.events(over: events))
         SELECT source, interaction,
             (array_agg(media ORDER BY seq) FILTER (WHERE type = 'interaction.created'))[1] AS media,
             (array_agg(queue ORDER BY seq) FILTER (WHERE type = 'interaction.queued'))[1] AS first_queue,
@@ -124,10 +128,14 @@ public enum ViewRecount {
         LEFT JOIN (SELECT source, interaction, sum(ms) AS hold FROM hold GROUP BY 1, 2) ih USING (source, interaction)
         GROUP BY source, interaction
         """
+    }
 
     /// `report.queue_hourly` recounted (`$1`: the SLA in ms): every column.
-    public static let queueHourly = """
-        WITH \(events),
+    public static let queueHourly = queueHourly(over: martEvents)
+
+    public static func queueHourly(over events: String) -> String {
+        """
+        WITH \(Self.events(over: events)),
         o AS (
             SELECT date_trunc('hour', offered_at, 'UTC') AS hour, queue, m.media, resolution,
                    extract(epoch FROM resolved_at - offered_at) * 1000 AS wait, talk
@@ -141,12 +149,16 @@ public enum ViewRecount {
             round(avg(talk) FILTER (WHERE resolution = 'interaction.answered')::numeric)::bigint AS avg_talk_ms
         FROM o GROUP BY hour, queue, media
         """
+    }
 
     /// `report.agent_daily` recounted: answered offers (their talk and hold) by the UTC day of
     /// the answer, ready and not-ready time by the UTC day each interval started; days with
     /// nothing to count are left out (on both sides of the comparison).
-    public static let agentDaily = """
-        WITH \(events),
+    public static let agentDaily = agentDaily(over: martEvents)
+
+    public static func agentDaily(over events: String) -> String {
+        """
+        WITH \(Self.events(over: events)),
         answered AS (
             SELECT (resolved_at AT TIME ZONE 'UTC')::date AS day, agent, count(*) AS answered,
                    sum(talk) AS talk_ms, sum(hold) AS hold_ms
@@ -168,6 +180,7 @@ public enum ViewRecount {
                COALESCE(s.not_ready_ms, 0)::bigint AS not_ready_ms
         FROM answered a FULL JOIN states s ON s.day = a.day AND s.agent = a.agent
         """
+    }
 
     /// Rows found on one side only of `recount` and `view` (both with the same columns).
     static func difference(_ recount: String, _ view: String) -> String {
@@ -178,7 +191,7 @@ public enum ViewRecount {
         """
     }
 
-    static let nonZeroDaily = "WHERE (answered, talk_ms, hold_ms, ready_ms, not_ready_ms) <> (0, 0, 0, 0, 0)"
+    public static let nonZeroDaily = "WHERE (answered, talk_ms, hold_ms, ready_ms, not_ready_ms) <> (0, 0, 0, 0, 0)"
 
     /// Recounts the three views in one repeatable-read snapshot of `mart`, with the deployment's SLA.
     public static func mismatches(_ mart: PostgresConnection, slaMs: Int64) async throws -> Mismatches {

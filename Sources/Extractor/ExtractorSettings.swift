@@ -19,13 +19,28 @@ public struct ExtractorSettings: Sendable {
     public var lateData: Topology.LateDataPolicy
     public var interval: Double
     public var slaMs: Int64
-    /// The role to log in to the mart and the IDBs as instead of the conninfo's
-    /// (`BCPIPE_DB_USER`: `bcpipe_extractor`).
-    public var dbUser: String? = PostgresConfiguration.environmentUser
+    /// The role to log in to the mart and the IDBs as instead of the conninfo's (the lab gives
+    /// `bcpipe_extractor` through `BCPIPE_DB_USER`, read by the command line); nil: the conninfo's.
+    public var dbUser: String?
     /// The role the topology gives this site's extractor (the mart's control row, once set, rules).
     public var role: Topology.ExtractorRole = .active
-    /// Rows read from one IDB per cycle at most.
+    /// Rows read from one IDB per cycle at most: what bounds a cycle's memory during a catch-up.
     public var batchRows = 50_000
+    /// Log each cycle's phases (read, events, facts, aggregates…) with their times.
+    public var logPhases = false
+    public var timeouts = Timeouts()
+
+    /// Every network wait of the extractor has a limit.
+    public struct Timeouts: Sendable {
+        /// Seconds to establish a connection (mart or IDB).
+        public var connect = 3
+        /// Seconds an IDB read may take client-side: a blackholed IDB costs a cycle at most this.
+        public var idbOperation: Double = 8
+        public var idbStatementMilliseconds = 6_000
+        /// A cycle's mart transaction can be large after a backlog.
+        public var martStatementMilliseconds = 120_000
+        public init() {}
+    }
     /// The clock (ms since the epoch); injectable so tests cover hours of thresholds in seconds.
     public var clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
 

@@ -67,25 +67,27 @@ public enum InteractionTransform {
         var firstQueuedAt: Timestamp?
         var firstResolution: Timestamp?
         var abandoned = false
-        var connectedSince: Timestamp?  // talking with an agent since
-        var heldSince: Timestamp?
+        // The open talk and hold segments: since when, and in which offer they started.
+        var talking: (since: Timestamp, offer: Int?)?
+        var holding: (since: Timestamp, offer: Int?)?
         var current: Int?  // index of the open offer (no later queued yet)
 
+        // Talk: answered/retrieved → the next held/transferred/ended (CONTRACT 5); it counts for
+        // the offer it started in once that offer is answered.
         func stopTalk(_ at: Timestamp) {
-            if let since = connectedSince {
-                let d = at.millisecondsSinceEpoch - since.millisecondsSinceEpoch
-                fact.talkMs += d
-                if let c = current, offers[c].outcome == .answered { offers[c].talkMs = (offers[c].talkMs ?? 0) + d }
-                connectedSince = nil
-            }
+            guard let t = talking else { return }
+            let d = at.millisecondsSinceEpoch - t.since.millisecondsSinceEpoch
+            fact.talkMs += d
+            if let o = t.offer, offers[o].outcome == .answered { offers[o].talkMs = (offers[o].talkMs ?? 0) + d }
+            talking = nil
         }
+        // Hold: held → the next retrieved/ended; it counts for the offer it started in.
         func stopHold(_ at: Timestamp) {
-            if let since = heldSince {
-                let d = at.millisecondsSinceEpoch - since.millisecondsSinceEpoch
-                fact.holdMs += d
-                if let c = current { offers[c].holdMs += d }
-                heldSince = nil
-            }
+            guard let h = holding else { return }
+            let d = at.millisecondsSinceEpoch - h.since.millisecondsSinceEpoch
+            fact.holdMs += d
+            if let o = h.offer { offers[o].holdMs += d }
+            holding = nil
         }
 
         for e in events {
@@ -96,14 +98,12 @@ public enum InteractionTransform {
                 fact.direction = e.direction ?? .inbound
             case .interactionQueued:
                 guard let q = e.queue else { break }
-                stopTalk(e.ts)
-                stopHold(e.ts)
                 if fact.firstQueue == nil { fact.firstQueue = q }
                 fact.lastQueue = q
                 if firstQueuedAt == nil { firstQueuedAt = e.ts }
                 offers.append(
                     OfferFact(
-                        source: e.source, seq: e.seq, interaction: id, queue: q, media: fact.media, offeredAt: e.ts,
+                        source: e.source, seq: e.seq, interaction: id, queue: q, media: nil, offeredAt: e.ts,
                         outcome: nil, waitMs: nil, talkMs: nil, agent: nil, holdMs: 0))
                 current = offers.count - 1
             case .interactionAnswered:
@@ -116,17 +116,15 @@ public enum InteractionTransform {
                     offers[c].waitMs = e.ts.millisecondsSinceEpoch - offers[c].offeredAt.millisecondsSinceEpoch
                     offers[c].talkMs = 0
                 }
-                stopHold(e.ts)
-                if connectedSince == nil { connectedSince = e.ts }
+                if talking == nil { talking = (e.ts, current) }
             case .interactionHeld:
                 stopTalk(e.ts)
-                if heldSince == nil { heldSince = e.ts }
+                if holding == nil { holding = (e.ts, current) }
             case .interactionRetrieved:
                 stopHold(e.ts)
-                if connectedSince == nil { connectedSince = e.ts }
+                if talking == nil { talking = (e.ts, current) }
             case .interactionTransferred:
                 stopTalk(e.ts)
-                stopHold(e.ts)
                 fact.transfers += 1
             case .interactionAbandoned:
                 abandoned = true
@@ -135,8 +133,6 @@ public enum InteractionTransform {
                     offers[c].outcome = .abandoned
                     offers[c].waitMs = e.ts.millisecondsSinceEpoch - offers[c].offeredAt.millisecondsSinceEpoch
                 }
-                stopTalk(e.ts)
-                stopHold(e.ts)
             case .interactionEnded:
                 stopTalk(e.ts)
                 stopHold(e.ts)
@@ -145,6 +141,8 @@ public enum InteractionTransform {
                 break
             }
         }
+        // An offer's media is the interaction's (from its created event), NULL without one.
+        for i in offers.indices { offers[i].media = fact.media }
         if fact.answeredAt != nil {
             fact.outcome = .answered
         } else if abandoned {

@@ -21,7 +21,10 @@ extension BCPipe.ExtractorCommand {
 
         func run() async throws {
             let topology = try topologyOptions.load()
-            let settings = try ExtractorSettings.from(topology: topology, site: site)
+            var settings = try ExtractorSettings.from(topology: topology, site: site)
+            let environment = ProcessInfo.processInfo.environment
+            settings.dbUser = environment["BCPIPE_DB_USER"].flatMap { $0.isEmpty ? nil : $0 }
+            settings.logPhases = environment["BCPIPE_EXTRACTOR_TIMING"] != nil
             var logger = Logger(label: "bcpipe.extractor.\(site)")
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
