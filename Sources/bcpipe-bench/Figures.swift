@@ -43,30 +43,60 @@ enum PostgresToolsVersion {
     }
 }
 
-/// Writes the figures as `BENCHMARKS.md`.
+/// Writes the figures as `BENCHMARKS.md`. A run that measured only some sections
+/// (`BENCH_ONLY`) replaces those and keeps the others from the file as they were; each section
+/// says which run measured it.
 func writeBenchmarks(to path: String, events: Int, started: Date) throws {
     let rows = figures.withLock { $0 }
+    let when = ISO8601DateFormatter().string(from: started)
+    var kept = previousSections(path)
+    var order = kept.map(\.title)
+    var fresh: [String: String] = [:]
+    for r in rows {
+        if fresh[r.section] == nil {
+            fresh[r.section] =
+                "Measured in the run of \(when) (\(events) events where a figure says \"the events\").\n\n| what | figure | baseline (same run) | ratio / goal |\n|---|---|---|---|\n"
+            if !order.contains(r.section) { order.append(r.section) }
+        }
+        func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
+        fresh[r.section]! += "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(r.baseline)) | \(cell(r.goal)) |\n"
+    }
+    kept.removeAll { fresh[$0.title] != nil }
     var out = """
         # Benchmarks
 
         Written by `scripts/bench` (release build) — do not edit by hand; run it again. Every figure
         is beside its baseline measured in the same run on the same machine; timings are never
-        asserted in tests (these machines are noisy). Latest run:
+        asserted in tests (these machines are noisy). Each section says which run measured it (a
+        run with `BENCH_ONLY` replaces only its own sections). Latest run:
 
-        - when: \(ISO8601DateFormatter().string(from: started)), \(Int(Date().timeIntervalSince(started) / 60)) min
+        - when: \(when), \(Int(Date().timeIntervalSince(started) / 60)) min
         - machine: \(machineDescription())
-        - size: \(events) synthetic contact-center events where a figure says "the events"
-
 
         """
-    var section = ""
-    for r in rows {
-        if r.section != section {
-            section = r.section
-            out += "\n## \(section)\n\n| what | figure | baseline (same run) | ratio / goal |\n|---|---|---|---|\n"
-        }
-        func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
-        out += "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(r.baseline)) | \(cell(r.goal)) |\n"
+    for title in order {
+        let body = fresh[title] ?? kept.first { $0.title == title }?.body ?? ""
+        out += "\n## \(title)\n\n" + body.trimmingCharacters(in: .newlines) + "\n"
     }
     try out.write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+/// The sections of an existing `BENCHMARKS.md`, in order; a section written before sections
+/// said their run gets the file's own date.
+func previousSections(_ path: String) -> [(title: String, body: String)] {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+    let fileWhen = text.split(separator: "\n").first { $0.hasPrefix("- when: ") }.map {
+        String($0.dropFirst("- when: ".count).split(separator: ",").first ?? "")
+    }
+    var out: [(title: String, body: String)] = []
+    for part in text.components(separatedBy: "\n## ").dropFirst() {
+        let lines = part.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let title = lines.first else { continue }
+        var body = lines.dropFirst().joined(separator: "\n").trimmingCharacters(in: .newlines)
+        if !body.hasPrefix("Measured in the run of"), let fileWhen {
+            body = "Measured in the run of \(fileWhen).\n\n" + body
+        }
+        out.append((String(title), body))
+    }
+    return out
 }

@@ -233,7 +233,12 @@ if only.contains("collector") {
 if only.contains("extractor") {
     print("")
     let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 200
-    try await benchExtractor(events: eventCount, workDir: workDir, basePort: basePort)
+    // 1 M and 5 M against COPY, and a measured backlog of 10 M (BENCH_EXTRACT_SIZES=a,b,c).
+    let sizes =
+        ProcessInfo.processInfo.environment["BENCH_EXTRACT_SIZES"].map {
+            $0.split(separator: ",").compactMap { Int($0) }
+        } ?? [eventCount, 5 * eventCount, 10 * eventCount]
+    try await benchExtractor(sizes: sizes, workDir: workDir, basePort: basePort)
 }
 
 // 7. Disaster recovery on the lab.
