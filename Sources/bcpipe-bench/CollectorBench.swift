@@ -223,6 +223,11 @@ func collectorMemoryKB(_ lab: LocalLab, _ name: String, _ field: String) -> Int?
 func quietBenchOptions(_ options: LocalLab.Options) -> LocalLab.Options {
     var o = options
     o.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "warning"
+    // BENCH_EXTRACTOR_TIMING=1: the lab's extractors log each cycle's phases.
+    if ProcessInfo.processInfo.environment["BENCH_EXTRACTOR_TIMING"] != nil {
+        o.collectorEnvironment["BCPIPE_EXTRACTOR_TIMING"] = "1"
+        o.collectorEnvironment["BCPIPE_LOG_LEVEL"] = "notice"
+    }
     return o
 }
 

@@ -22,7 +22,10 @@ import Traffic
 /// - freshness under a steady 10 000 events/s: from the first `200` of each batch to its events
 ///   in the reports.
 func benchExtractor(sizes: [Int], workDir: String, basePort: Int) async throws {
-    try await benchFreshness(workDir: workDir, basePort: basePort)
+    // BENCH_FRESHNESS=0 skips the freshness runs (to profile a backlog alone).
+    if ProcessInfo.processInfo.environment["BENCH_FRESHNESS"] != "0" {
+        try await benchFreshness(workDir: workDir, basePort: basePort)
+    }
     for (i, size) in sizes.enumerated() {
         try await benchBacklog(size: size, workDir: workDir, basePort: basePort + 100 * ((i + 1) % 2))
     }
