@@ -5,6 +5,7 @@ import Foundation
 import Lab
 import Logging
 import PostgresClient
+import Synchronization
 import Topology
 import Traffic
 
@@ -50,8 +51,17 @@ func benchBacklog(size: Int, workDir: String, basePort: Int) async throws {
 
     // The extractor as the lab runs it, timed from its start to every source complete.
     let site1 = topology.site(named: "site1")!
-    let mart = try await PostgresConnection.connect(PostgresConfiguration(conninfo: site1.postgres, database: "mart"))
-    defer { Task { await mart.close() } }
+    try await withConnection(PostgresConfiguration(conninfo: site1.postgres, database: "mart")) { mart in
+        try await catchUp(lab, options, mart, site1: site1, through: last, copyFile: copyFile)
+    }
+}
+
+/// Starts the lab's extractor on the filled IDBs and measures it against `psql \copy`.
+func catchUp(
+    _ lab: LocalLab, _ options: LocalLab.Options, _ mart: PostgresConnection, site1: Topology.Site, through last: Int64,
+    copyFile: String
+) async throws {
+    var options = options
     let through = PostgresTimestamp(millisecondsSinceEpoch: last)
     options.startExtractors = true
     let t0 = Date()
@@ -114,7 +124,20 @@ func fillIDBs(_ topology: Topology, events: Int, copyFile: String) async throws 
         connections[c.name] = try await PostgresConnection.connect(
             PostgresConfiguration(conninfo: site.postgres, database: c.idb.database))
     }
-    defer { for c in connections.values { Task { await c.close() } } }
+    do {
+        let end = try await fill(topology, connections, events: events, into: out)
+        for c in connections.values { await c.close() }
+        return end
+    } catch {
+        for c in connections.values { await c.close() }
+        throw error
+    }
+}
+
+/// ``fillIDBs(_:events:copyFile:)`` on open connections.
+func fill(_ topology: Topology, _ connections: [String: PostgresConnection], events: Int, into out: FileHandle)
+    async throws -> Int64
+{
     let start = Int64(Date().timeIntervalSince1970 * 1000) - 7_200_000
     var lastTs: Int64 = 0
     var lastSeq: [String: Int64] = [:]
@@ -277,10 +300,25 @@ func measureFreshness(
 }
 
 /// The time of the first of a pair's answers.
-final class FirstAnswer: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var at: Date?
-    func mark() { lock.withLock { if at == nil { at = Date() } } }
+final class FirstAnswer: Sendable {
+    private let first = Mutex<Date?>(nil)
+    var at: Date? { first.withLock { $0 } }
+    func mark() { first.withLock { if $0 == nil { $0 = Date() } } }
+}
+
+/// Runs `body` on a connection to `config`, closed on every path.
+func withConnection<T: Sendable>(_ config: PostgresConfiguration, _ body: (PostgresConnection) async throws -> T)
+    async throws -> T
+{
+    let c = try await PostgresConnection.connect(config)
+    do {
+        let value = try await body(c)
+        await c.close()
+        return value
+    } catch {
+        await c.close()
+        throw error
+    }
 }
 
 /// The machine's CPU jiffies from /proc/stat: idle (idle + iowait) and total.
@@ -316,31 +354,35 @@ func processRSS(_ pid: Int32) -> (now: Int, peak: Int) {
 }
 
 /// Pairs acknowledgement times with the moment the mart showed the batch.
-final class LatencyLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pending: [(source: String, seq: Int64, events: Int, at: Date)] = []
-    private var done: [Double] = []
+final class LatencyLog: Sendable {
+    private struct State {
+        var pending: [(source: String, seq: Int64, events: Int, at: Date)] = []
+        var done: [Double] = []
+    }
+    private let state = Mutex(State())
 
     func acked(source: String, seq: Int64, events: Int, at: Date) {
-        lock.withLock { pending.append((source, seq, events, at)) }
+        state.withLock { $0.pending.append((source, seq, events, at)) }
     }
 
     func visible(_ seen: [String: Int64], at: Date) {
-        lock.withLock {
-            pending.removeAll { p in
-                guard let s = seen[p.source], s >= p.seq else { return false }
+        state.withLock { s in
+            var done: [Double] = []
+            s.pending.removeAll { p in
+                guard let top = seen[p.source], top >= p.seq else { return false }
                 done.append(max(0, at.timeIntervalSince(p.at)))
                 return true
             }
+            s.done += done
         }
     }
 
-    var pendingCount: Int { lock.withLock { pending.count } }
-    var pendingEvents: Int { lock.withLock { pending.reduce(0) { $0 + $1.events } } }
+    var pendingCount: Int { state.withLock { $0.pending.count } }
+    var pendingEvents: Int { state.withLock { $0.pending.reduce(0) { $0 + $1.events } } }
 
     func freshness() -> (p50: Double, p99: Double, count: Int) {
-        lock.withLock {
-            let s = done.sorted()
+        state.withLock { state in
+            let s = state.done.sorted()
             guard !s.isEmpty else { return (0, 0, 0) }
             return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))], s.count)
         }
