@@ -59,7 +59,8 @@ func writeBenchmarks(to path: String, events: Int, started: Date) throws {
             if !order.contains(r.section) { order.append(r.section) }
         }
         func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
-        fresh[r.section]! += "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(r.baseline)) | \(cell(r.goal)) |\n"
+        let baseline = r.baseline.isEmpty ? "no baseline" : r.baseline
+        fresh[r.section]! += "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(baseline)) | \(cell(r.goal)) |\n"
     }
     kept.removeAll { fresh[$0.title] != nil }
     var out = """
