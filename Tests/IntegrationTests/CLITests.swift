@@ -29,22 +29,28 @@ struct CLITests {
         #expect(sites?.allSatisfy { $0["reachable"] as? Bool == true && $0["phase"] as? String == "normal" } == true)
     }
 
-    @Test func aBadTopologyExitsTwoNamingTheKey() async throws {
+    /// A one-site topology file in a directory of its own (the caller removes it).
+    static func oneSiteTopology(postgres: String, idbSite: String) throws -> (URL, String) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("bcpipe.yaml").path
         try """
         deployment: { name: x, mode: active-active }
         sites:
-          - { name: site1, postgres: "host=127.0.0.1 port=1", coordinator: "127.0.0.1:1" }
+          - { name: site1, postgres: "\(postgres)", coordinator: "127.0.0.1:1" }
         sources:
           - { name: site1/voice, site: site1 }
         collectors:
-          - { name: c, source: site1/voice, idb: { site: site9, database: idb_a }, listen: "127.0.0.1:2", queue_dir: q }
+          - { name: c, source: site1/voice, idb: { site: \(idbSite), database: idb_a }, listen: "127.0.0.1:2", queue_dir: q }
         extractors:
           - { site: site1, role: active }
         """.write(toFile: path, atomically: true, encoding: .utf8)
+        return (dir, path)
+    }
+
+    @Test func aBadTopologyExitsTwoNamingTheKey() async throws {
+        let (dir, path) = try Self.oneSiteTopology(postgres: "host=127.0.0.1 port=1", idbSite: "site9")
+        defer { try? FileManager.default.removeItem(at: dir) }
         let out = try await bcpipe(["db", "migrate", "--config", path])
         #expect(out.status == 2)
         #expect(out.text.contains("collectors[0].idb.site: unknown site \"site9\""), "\(out.text)")
@@ -57,21 +63,9 @@ struct CLITests {
     /// Catches a witness that starts without knowing where to listen, or that dies (or hangs,
     /// or traps in an HTTP probe in flight) instead of saying its port is taken.
     @Test func aWitnessNamesWhatIsWrongWithWhereItListens() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-witness-\(UUID())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (dir, path) = try Self.oneSiteTopology(
+            postgres: "host=127.0.0.1 port=1 connect_timeout=1", idbSite: "site1")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let path = dir.appendingPathComponent("bcpipe.yaml").path
-        try """
-        deployment: { name: x, mode: active-active }
-        sites:
-          - { name: site1, postgres: "host=127.0.0.1 port=1 connect_timeout=1", coordinator: "127.0.0.1:1" }
-        sources:
-          - { name: site1/voice, site: site1 }
-        collectors:
-          - { name: c, source: site1/voice, idb: { site: site1, database: idb_a }, listen: "127.0.0.1:2", queue_dir: q }
-        extractors:
-          - { site: site1, role: active }
-        """.write(toFile: path, atomically: true, encoding: .utf8)
         let nowhere = try await bcpipe(["witness", "run", "--config", path])
         #expect(nowhere.status == 2 && nowhere.text.contains("give --listen host:port"), "\(nowhere.text)")
         let bad = try await bcpipe(["witness", "run", "--config", path, "--listen", "witness"])
