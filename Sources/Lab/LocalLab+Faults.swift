@@ -49,7 +49,9 @@ extension LocalLab {
         try startWitness(state, environment: options.collectorEnvironment)
         try startCollectors(state, environment: options.collectorEnvironment)
         try startCoordinators(state, environment: options.collectorEnvironment)
-        if options.startExtractors { try startExtractors(state, environment: options.collectorEnvironment) }
+        if options.startExtractors {
+            try startExtractors(state, environment: options.collectorEnvironment, sites: options.extractorSites)
+        }
     }
 
     /// Stops a site's PostgreSQL server immediately (no checkpoint: crash recovery on start) and

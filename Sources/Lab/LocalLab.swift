@@ -22,6 +22,8 @@ public struct LocalLab: Sendable {
         public var collectorEnvironment: [String: String] = [:]
         /// Start the active extractors (tests that drive an extractor themselves turn this off).
         public var startExtractors = true
+        /// Only these sites' extractors (nil: every site's) — a benchmark that times one extractor alone.
+        public var extractorSites: Set<String>?
         /// Live traffic in events/s over all sources (0: none), from a generator at each site.
         public var traffic: Double = 0
         public init() {}
@@ -100,7 +102,8 @@ public struct LocalLab: Sendable {
         try startCoordinators(state, environment: options.collectorEnvironment, sites: sites)
         if options.traffic > 0 { try startTraffic(state, rate: options.traffic, sites: sites) }
         if options.startExtractors {
-            try startExtractors(state, environment: options.collectorEnvironment, sites: sites)
+            let only = options.extractorSites.map { mine in sites.map { $0.intersection(mine) } ?? mine } ?? sites
+            try startExtractors(state, environment: options.collectorEnvironment, sites: only)
         }
     }
 

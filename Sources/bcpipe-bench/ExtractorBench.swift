@@ -38,6 +38,11 @@ func benchBacklog(size: Int, workDir: String, basePort: Int) async throws {
     options.basePort = basePort
     options.startExtractors = false
     options.stuckThreshold = 3600
+    // Like for like with the baseline (one psql into one table, alone on the machine): one
+    // extractor building one mart. Active-standby would add the standby's logical replication of
+    // every mart write on the same two cores, active-active the other site's extractor.
+    options.mode = .activeActive
+    options.extractorSites = ["site1"]
     let lab = try await startBenchLab(workDir + "/extractor-lab-\(size)", options)
     defer { try? lab.down(remove: true) }
     let topology = try Topology.load(path: lab.topologyPath)
@@ -82,6 +87,7 @@ func catchUp(
     let cpu = processCPUSeconds(pid) - cpuBefore
     peakRSS = max(peakRSS, processRSS(pid).peak)
     let stored = try await mart.query("SELECT count(*) FROM mart.event")[0].decode(0, as: Int.self)
+    keepExtractorLog(lab, as: "backlog-\(stored)")
 
     // The baseline: the same events (each once) into one keyed table on the same server.
     try await mart.execute(
@@ -101,7 +107,7 @@ func catchUp(
     )
     figure(
         "Extraction",
-        "catch-up of a \(stored)-event backlog in the four IDBs by the lab's extractor process (start → every source complete through its last event)",
+        "catch-up of a \(stored)-event backlog in the four IDBs by site1's extractor process alone (active-active lab, site2's extractor stopped; start → every source complete through its last event)",
         "\(rate(mine))events/s (\(fmt(seconds, 1)) s)",
         baseline: "`psql \\copy` of the same events into one keyed table: \(rate(copy))events/s",
         goal: "\(fmt(mine / copy, 2)) × copy (goal ≥ 0.4)")
@@ -387,4 +393,18 @@ final class LatencyLog: Sendable {
             return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))], s.count)
         }
     }
+}
+
+/// With BENCH_EXTRACTOR_TIMING set, copies site1's extractor log (its cycles' phases) and its
+/// PostgreSQL server's log to `$BENCH_LOG_DIR` (default /tmp) before the lab is removed.
+func keepExtractorLog(_ lab: LocalLab, as name: String) {
+    let env = ProcessInfo.processInfo.environment
+    guard env["BENCH_EXTRACTOR_TIMING"] != nil else { return }
+    let target = (env["BENCH_LOG_DIR"] ?? "/tmp") + "/bcpipe-extractor-\(name).log"
+    try? FileManager.default.removeItem(atPath: target)
+    try? FileManager.default.copyItem(atPath: lab.directory + "/sites/site1/extractor.log", toPath: target)
+    let server = target.replacingOccurrences(of: "bcpipe-extractor-", with: "bcpipe-mart-")
+    try? FileManager.default.removeItem(atPath: server)
+    try? FileManager.default.copyItem(atPath: lab.directory + "/sites/site1/postgres.log", toPath: server)
+    print("  (extractor log kept in \(target))")
 }

@@ -66,7 +66,8 @@ func writeBenchmarks(to path: String, events: Int, started: Date) throws {
     var out = """
         # Benchmarks
 
-        Written by `scripts/bench` (release build) — do not edit by hand; run it again. Every figure
+        Written by `scripts/bench` (release build) — do not edit by hand (except a section that
+        says it was recorded by hand, with its runs and dates); run it again. Every figure
         is beside its baseline measured in the same run on the same machine; timings are never
         asserted in tests (these machines are noisy). Each section says which run measured it (a
         run with `BENCH_ONLY` replaces only its own sections). Latest run:
@@ -94,7 +95,7 @@ func previousSections(_ path: String) -> [(title: String, body: String)] {
         let lines = part.split(separator: "\n", omittingEmptySubsequences: false)
         guard let title = lines.first else { continue }
         var body = lines.dropFirst().joined(separator: "\n").trimmingCharacters(in: .newlines)
-        if !body.hasPrefix("Measured in the run of"), let fileWhen {
+        if !body.hasPrefix("Measured in the run of"), !body.hasPrefix("Recorded by hand"), let fileWhen {
             body = "Measured in the run of \(fileWhen).\n\n" + body
         }
         out.append((String(title), body))
