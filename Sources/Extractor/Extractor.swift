@@ -12,8 +12,10 @@ import PostgresClient
 ///    transaction, under the epoch and role the cycle started with.
 ///
 /// A cycle takes at most ``ExtractorSettings/batchRows`` rows per IDB, so memory stays bounded
-/// however long the backlog. Between cycles it waits for an IDB's `NOTIFY` (the shippers notify
-/// each commit), at most ``ExtractorSettings/interval``. SIGKILL at any point and restart: the
+/// however long the backlog; while one catching up writes, the next batches are read (a
+/// ``Prefetch``). The ``InteractionCache`` keeps the events of open interactions between cycles,
+/// so touching one again reads nothing back. Between cycles it waits for an IDB's `NOTIFY` (the
+/// shippers notify each commit), at most ``ExtractorSettings/interval``. SIGKILL at any point and restart: the
 /// watermarks and facts committed together are where it resumes.
 public actor Extractor {
     public let settings: ExtractorSettings
@@ -22,6 +24,8 @@ public actor Extractor {
     private var mart: PostgresConnection?
     private var idbConnections: [ExtractorSettings.IDB: PostgresConnection] = [:]
     private var merger = PairMerger()
+    private var cache = InteractionCache()
+    private var prefetched: Prefetch?
     private var lastIdleLog: (Idle, Date)?
 
     public init(settings: ExtractorSettings, logger: Logger) {
@@ -69,7 +73,15 @@ public actor Extractor {
         let control = try await MartWriter.loadControl(mart, defaultRole: settings.role.rawValue)
         if let idle = Self.idle(control) { return self.idle(idle, &report) }
 
-        let batches = try await read(from: try await writer.watermarks(mart), control, &report)
+        let watermarks = try await writer.watermarks(mart)
+        let batches: [IDBReader.Batch]
+        if let p = prefetched, p.after == watermarks, p.control == control {
+            batches = p.batches
+            report.unreachable = p.unreachable
+        } else {
+            batches = try await read(from: watermarks, control, &report)
+        }
+        prefetched = nil
         phases.lap("read")
         if let fence = batches.map(\.fenceEpoch).max(), fence > control.epoch {
             let reason =
@@ -79,15 +91,28 @@ public actor Extractor {
         let merged = merger.merge(batches)
         let now = settings.clock()
         let started = phases
+        // Taken out for the transaction (a failed cycle leaves it forgotten) and put back after,
+        // so the only reference is moved, never copied.
+        let cache = self.cache
+        self.cache = InteractionCache()
+        // Catching up: the next batches are read while this one is written (the IDBs' servers
+        // and this process's decoding beside the mart's server), used if this cycle commits.
+        var after = watermarks
+        for b in batches { after[b.idb] = b.lastIngestID }
+        async let next = batches.contains(where: \.full) ? prefetch(after: after, control) : nil
         let (outcome, laps) = try await mart.transaction { c in
             var phases = started
             let outcome = try await writer.commit(
-                c, control: control, batches: batches, merged: merged, now: now, phases: &phases)
+                c, control: control, batches: batches, merged: merged, cache: cache, now: now, phases: &phases)
             return (outcome, phases)
         }
         phases = laps
         phases.lap("commit")
         merger.committed(merged)
+        var learnt = consume cache
+        learnt.committed(outcome.cache)
+        self.cache = learnt
+        prefetched = await next
 
         report.extracted = outcome.extracted
         report.transformedInteractions = outcome.interactions
@@ -168,6 +193,21 @@ public actor Extractor {
         return batches
     }
 
+    /// The next cycle's batches, read ahead while a cycle catching up writes its own.
+    struct Prefetch: Sendable {
+        /// The watermarks it read after: used only if the mart holds exactly these when it is.
+        var after: [ExtractorSettings.IDB: Int64]
+        var control: MartWriter.Control
+        var batches: [IDBReader.Batch]
+        var unreachable: [String]
+    }
+
+    private func prefetch(after: [ExtractorSettings.IDB: Int64], _ control: MartWriter.Control) async -> Prefetch? {
+        var report = CycleReport()
+        guard let batches = try? await read(from: after, control, &report), !Task.isCancelled else { return nil }
+        return Prefetch(after: after, control: control, batches: batches, unreachable: report.unreachable)
+    }
+
     /// Runs cycles until cancelled: at once while a backlog lasts, else when an IDB notifies or
     /// `interval` has passed.
     public func run() async throws {
@@ -176,12 +216,12 @@ public actor Extractor {
             do {
                 let r = try await cycle()
                 if case .fenced = r.idle { metrics.recordFenced() }
-                busy = r.extracted >= settings.batchRows / 2
+                busy = r.extracted >= settings.batchRows / 2 || prefetched != nil
             } catch is CancellationError {
                 break
             } catch {
                 metrics.recordFailure()
-                merger.forget()
+                forget()
                 logger.warning("extraction cycle failed; retrying", metadata: ["error": "\(error)"])
                 if let m = mart, await !m.isOpen { mart = nil }
             }
@@ -225,8 +265,17 @@ public actor Extractor {
         return control.role != "active" ? .standby : nil
     }
 
+    /// Forgets what the extractor remembers of the mart: it may have changed under it.
+    private func forget() {
+        merger.forget()
+        cache.forget()
+        prefetched = nil
+    }
+
     private func idle(_ idle: Idle, _ report: inout CycleReport) -> CycleReport {
         report.idle = idle
+        // A standby or fenced mart is written by others (replication, a return to normal's copy).
+        forget()
         if let (last, at) = lastIdleLog, last == idle, Date().timeIntervalSince(at) < 60 { return report }
         lastIdleLog = (idle, Date())
         switch idle {
@@ -266,7 +315,7 @@ public actor Extractor {
         config.applicationName = "bcpipe extractor \(settings.site)"
         let conn = try await PostgresConnection.connect(config, logger: logger)
         mart = conn
-        merger.forget()
+        forget()
         return conn
     }
 

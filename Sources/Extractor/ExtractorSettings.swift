@@ -25,7 +25,7 @@ public struct ExtractorSettings: Sendable {
     /// The role the topology gives this site's extractor (the mart's control row, once set, rules).
     public var role: Topology.ExtractorRole = .active
     /// Rows read from one IDB per cycle at most: what bounds a cycle's memory during a catch-up.
-    public var batchRows = 50_000
+    public var batchRows = 200_000
     /// Log each cycle's phases (read, events, facts, aggregates…) with their times.
     public var logPhases = false
     public var timeouts = Timeouts()

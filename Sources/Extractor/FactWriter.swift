@@ -17,16 +17,23 @@ struct FactWriter: Sendable {
     let site: String
     let slaMs: Int64
 
-    struct Key: Hashable {
-        var source: String
-        var interaction: String
+    typealias Key = InteractionCache.Key
+
+    /// What ``write(_:_:through:cache:phases:)`` did.
+    struct Written: Sendable {
+        var extracted = 0
+        /// The interactions recomputed.
+        var touched: Set<Key> = []
+        /// The mart's events of the touched interactions the cache did not hold, read back in full.
+        var readBack: [Key: [Event]] = [:]
     }
 
-    /// Inserts `merged` and transforms everything complete through `t`. Returns (new events,
-    /// interactions recomputed).
+    /// Inserts `merged` and transforms everything complete through `t`; an interaction's earlier
+    /// events come from `cache` when it holds them, else from the mart.
     func write(
-        _ c: isolated PostgresConnection, _ merged: PairMerger.Merged, through t: Int64, phases: inout PhaseClock
-    ) async throws -> (Int, Int) {
+        _ c: isolated PostgresConnection, _ merged: PairMerger.Merged, through t: Int64, cache: InteractionCache,
+        phases: inout PhaseClock
+    ) async throws -> Written {
         let through = PostgresTimestamp(millisecondsSinceEpoch: t)
         try c.execute(SQL.temporaryTables)
         // What this cycle makes complete: its own events up to T, and those that waited for T.
@@ -46,13 +53,21 @@ struct FactWriter: Sendable {
                 try r.decode(0, as: String.self), r[1], r[2], try r.decode(3, as: String.self),
                 try r.decode(4, as: PostgresTimestamp.self).millisecondsSinceEpoch)
         }
-        try copy(c, SQL.copyTouchedInteractions, touched.map { [$0.source, $0.interaction] })
+        try copy(
+            c, SQL.copyTouchedInteractions,
+            touched.map { [$0.source, $0.interaction, cache.events($0) == nil ? "f" : "t"] })
         try c.execute("ANALYZE touched_i")
-        // Before this cycle's events go in: what the mart already holds of these interactions.
-        let previous = try await c.query(SQL.previousEvents, [through])
+        // Before this cycle's events go in: what the mart already holds of the interactions the
+        // cache does not hold.
+        var written = Written(touched: touched)
+        for key in touched where cache.events(key) == nil { written.readBack[key] = [] }
+        for row in try await c.query(SQL.previousEvents) {
+            guard let e = try IDBReader.event(row), let interaction = e.interaction else { continue }
+            written.readBack[Key(source: e.source, interaction: interaction)]?.append(e)
+        }
         phases.lap("read back")
 
-        let extracted = try PairMerger.insert(merged, into: c, completeThrough: t)
+        written.extracted = try PairMerger.insert(merged, into: c, completeThrough: t)
         try await c.query(SQL.markPendingTransformed, [through])
         phases.lap("events")
 
@@ -71,14 +86,15 @@ struct FactWriter: Sendable {
 
         // The new facts.
         var byInteraction: [Key: [Event]] = [:]
-        var seen = Set<String>()
-        for row in previous {
-            guard let e = try IDBReader.event(row) else { continue }
-            seen.insert(e.source + "\u{1}" + String(e.seq))
-            byInteraction[Key(source: e.source, interaction: e.interaction ?? ""), default: []].append(e)
+        for key in touched {
+            byInteraction[key] = (cache.events(key) ?? written.readBack[key] ?? []).filter {
+                $0.ts.millisecondsSinceEpoch <= t
+            }
         }
-        for e in current where e.interaction != nil && !seen.contains(e.source + "\u{1}" + String(e.seq)) {
-            byInteraction[Key(source: e.source, interaction: e.interaction!), default: []].append(e)
+        for e in current {
+            guard let interaction = e.interaction else { continue }
+            let key = Key(source: e.source, interaction: interaction)
+            if byInteraction[key]?.contains(where: { $0.seq == e.seq }) == false { byInteraction[key]!.append(e) }
         }
         var interactions: [InteractionFact] = []
         var offers: [OfferFact] = []
@@ -100,6 +116,7 @@ struct FactWriter: Sendable {
                 interactions.flatMap { [$0.firstQueue, $0.lastQueue] }.compactMap { $0 } + offers.map(\.queue)),
             agents: Set(interactions.compactMap(\.agent) + offers.compactMap(\.agent) + states.map(\.agent)),
             days: Set(interactions.compactMap { $0.createdAt.map { String($0.rfc3339.prefix(10)) } }))
+        phases.lap("dimensions")
         let newOffers = try writeFacts(c, interactions, offers, states, keys)
         for o in newOffers { deltas.add(o, sign: 1) }
         for s in states {
@@ -112,21 +129,21 @@ struct FactWriter: Sendable {
         phases.lap("facts")
         try applyDeltas(c, deltas)
         phases.lap("aggregates")
-        return (extracted, byInteraction.count)
+        return written
     }
 
     /// COPYs `rows` (text columns, nil for NULL) with `sql`.
     func copy(_ c: isolated PostgresConnection, _ sql: String, _ rows: [[String?]]) throws {
         guard !rows.isEmpty else { return }
-        var bytes: [UInt8] = []
-        var row = CopyRow()
-        for r in rows {
-            row.reset()
-            for v in r { row.append(v) }
-            row.end()
-            bytes += row.bytes
+        _ = try c.copyIn(sql) { sink in
+            var row = CopyRow()
+            for r in rows {
+                row.reset()
+                for v in r { row.append(v) }
+                row.end()
+                try sink.write(row)
+            }
         }
-        _ = try c.copyIn(sql) { sink in try sink.write(bytes) }
     }
 
     /// Copies the facts in with their dimension keys; returns the offers as the aggregates see them.
@@ -269,9 +286,16 @@ enum PostgresArray {
 extension FactWriter {
     /// The statements of the transform; every value is a bound parameter or COPY data.
     enum SQL {
-        /// The transform's working tables, emptied at each commit.
+        /// The transform's working tables, emptied at each commit; and its plans. Every join of
+        /// a cycle is a few thousand touched keys against tables of millions of rows: by index,
+        /// one probe per key. A hash or merge join reads the whole table each cycle — a cost that
+        /// grows with the mart — and the planner picks one as soon as the keys are a few percent
+        /// of a table (a backlog's first cycles), so this transaction does not let it.
         static let temporaryTables = """
-            CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text) ON COMMIT DELETE ROWS;
+            SET LOCAL enable_hashjoin = off;
+            SET LOCAL enable_mergejoin = off;
+            CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text, cached boolean)
+                ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text, min_ts timestamptz, from_ts timestamptz)
                 ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS hourly_delta (hour timestamptz, queue_key int, media_key smallint,
@@ -285,11 +309,12 @@ extension FactWriter {
         /// Events that waited for `T` (`$1`) and are complete now.
         static let pending =
             "SELECT source, interaction, agent, type, ts FROM mart.event WHERE NOT transformed AND ts <= $1"
-        static let copyTouchedInteractions = "COPY touched_i (source, interaction) FROM STDIN"
+        static let copyTouchedInteractions = "COPY touched_i (source, interaction, cached) FROM STDIN"
+        /// Every event the mart holds of the touched interactions the cache does not hold.
         static let previousEvents = """
             SELECT \(eventColumns) FROM mart.event e
             JOIN touched_i t ON t.source = e.source AND t.interaction = e.interaction
-            WHERE e.ts <= $1
+            WHERE NOT t.cached
             """
         static let markPendingTransformed =
             "UPDATE mart.event SET transformed = true WHERE NOT transformed AND ts <= $1"

@@ -28,6 +28,8 @@ struct IDBReader: Sendable {
         var maxSeq: Int64?
         /// The latest unreleased fence a surviving site wrote into this IDB against our site.
         var fenceEpoch: Int64 = 0
+        /// The read stopped at its limit: the IDB holds more.
+        var full = false
     }
 
     static let columns =
@@ -86,6 +88,7 @@ struct IDBReader: Sendable {
             }
         }
         let scanned = keys?.count ?? rows?.count ?? 0
+        batch.full = scanned >= limit
         if let keys, let last = keys.last { batch.lastIngestID = try last.decode(0, as: Int64.self) }
         batch.fenceEpoch = try checkpoint.first?.decode(2, as: Int64.self) ?? 0
         if scanned < limit, let cp = checkpoint.first, let maxTs = try cp.decode(1, as: PostgresTimestamp?.self) {

@@ -31,6 +31,8 @@ struct MartWriter: Sendable {
         var decision: CompletenessWatermark.Decision
         /// Sources whose state changed: (source, before, after).
         var transitions: [(String, String, SourceState)] = []
+        /// What the interaction cache learns once the cycle has committed.
+        var cache = InteractionCache.Update()
     }
 
     static func loadControl(_ mart: PostgresConnection, defaultRole: String) async throws -> Control {
@@ -60,7 +62,7 @@ struct MartWriter: Sendable {
     /// since `control` was read (the caller rolls back).
     func commit(
         _ c: isolated PostgresConnection, control: Control, batches: [IDBReader.Batch], merged: PairMerger.Merged,
-        now: Int64, phases: inout PhaseClock
+        cache: InteractionCache, now: Int64, phases: inout PhaseClock
     ) async throws -> Outcome {
         // Held FOR SHARE until commit: a procedure step that changes it waits for this cycle, and
         // a cycle that started under another epoch or role does not commit.
@@ -93,9 +95,14 @@ struct MartWriter: Sendable {
         }
         if let t = decision.completeThrough {
             let facts = FactWriter(site: settings.site, slaMs: settings.slaMs)
-            (outcome.extracted, outcome.interactions) = try await facts.write(c, events, through: t, phases: &phases)
+            let written = try await facts.write(c, events, through: t, cache: cache, phases: &phases)
+            outcome.extracted = written.extracted
+            outcome.interactions = written.touched.count
+            outcome.cache = InteractionCache.Update(
+                readBack: written.readBack, inserted: events.events, touched: written.touched, through: t)
         } else {
             outcome.extracted = try PairMerger.insert(events, into: c, completeThrough: nil)
+            outcome.cache.inserted = events.events
             phases.lap("events")
         }
         for b in batches {

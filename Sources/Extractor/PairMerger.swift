@@ -74,25 +74,26 @@ struct PairMerger: Sendable {
     /// Returns how many rows were new.
     static func insert(_ merged: Merged, into c: isolated PostgresConnection, completeThrough t: Int64?) throws -> Int {
         guard !merged.events.isEmpty else { return 0 }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(merged.events.count * 200)
-        var row = CopyRow()
-        for (i, e) in merged.events.enumerated() {
-            EventRows.encode(
-                e, attrs: .some(merged.attrs[i]), transformed: t.map { e.ts.millisecondsSinceEpoch <= $0 } ?? false,
-                into: &row)
-            bytes += row.bytes
+        // Encoded as it is sent: the server parses one chunk while the next is encoded.
+        let encode = { (sink: inout CopySink) throws in
+            var row = CopyRow()
+            for (i, e) in merged.events.enumerated() {
+                EventRows.encode(
+                    e, attrs: .some(merged.attrs[i]), transformed: t.map { e.ts.millisecondsSinceEpoch <= $0 } ?? false,
+                    into: &row)
+                try sink.write(row)
+            }
         }
         try c.execute("SAVEPOINT merge")
         do {
-            let n = try c.copyIn(copyEvents) { sink in try sink.write(bytes) }
+            let n = try c.copyIn(copyEvents, encode)
             try c.execute("RELEASE SAVEPOINT merge")
             return n
         } catch let error as PostgresError where error.sqlState == "23505" {
             // Some are there already (the other half delivered them before a restart).
             try c.execute("ROLLBACK TO SAVEPOINT merge")
             try c.execute(staging)
-            _ = try c.copyIn(copyStaging) { sink in try sink.write(bytes) }
+            _ = try c.copyIn(copyStaging, encode)
             return try c.execute(insertNew).affectedRows
         }
     }
