@@ -132,7 +132,7 @@ public actor Extractor {
             logger.notice(
                 "cycle",
                 metadata: [
-                    "extracted": "\(report.extracted)",
+                    "extracted": "\(report.extracted)", "cached": "\(self.cache.count)",
                     "phases": "\(report.phases.map { "\($0.0) \(Int($0.1 * 1000)) ms" }.joined(separator: ", "))",
                 ])
         }

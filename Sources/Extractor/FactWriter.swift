@@ -26,6 +26,8 @@ struct FactWriter: Sendable {
         var touched: Set<Key> = []
         /// The mart's events of the touched interactions the cache did not hold, read back in full.
         var readBack: [Key: [Event]] = [:]
+        /// What the mart holds of the touched interactions' facts after the cycle.
+        var facts: [Key: InteractionCache.Facts] = [:]
     }
 
     /// Inserts `merged` and transforms everything complete through `t`; an interaction's earlier
@@ -55,7 +57,7 @@ struct FactWriter: Sendable {
         }
         try copy(
             c, SQL.copyTouchedInteractions,
-            touched.map { [$0.source, $0.interaction, cache.events($0) == nil ? "f" : "t"] })
+            touched.map { [$0.source, $0.interaction, cache.facts($0) == nil ? "f" : "t"] })
         try c.execute("ANALYZE touched_i")
         // Before this cycle's events go in: what the mart already holds of the interactions the
         // cache does not hold.
@@ -96,13 +98,12 @@ struct FactWriter: Sendable {
             let key = Key(source: e.source, interaction: interaction)
             if byInteraction[key]?.contains(where: { $0.seq == e.seq }) == false { byInteraction[key]!.append(e) }
         }
-        var interactions: [InteractionFact] = []
-        var offers: [OfferFact] = []
-        for (_, events) in byInteraction {
-            guard let (f, o) = InteractionTransform.compute(events) else { continue }
-            interactions.append(f)
-            offers += o
+        var computed: [Key: (InteractionFact, [OfferFact])] = [:]
+        for (key, events) in byInteraction {
+            if let r = InteractionTransform.compute(events) { computed[key] = r }
         }
+        let interactions = computed.values.map(\.0)
+        let offers = computed.values.flatMap(\.1)
         var byAgent: [String: [Event]] = [:]
         for row in agentEvents {
             if let e = try IDBReader.event(row), let agent = e.agent { byAgent[agent, default: []].append(e) }
@@ -117,8 +118,14 @@ struct FactWriter: Sendable {
             agents: Set(interactions.compactMap(\.agent) + offers.compactMap(\.agent) + states.map(\.agent)),
             days: Set(interactions.compactMap { $0.createdAt.map { String($0.rfc3339.prefix(10)) } }))
         phases.lap("dimensions")
-        let newOffers = try writeFacts(c, interactions, offers, states, keys)
-        for o in newOffers { deltas.add(o, sign: 1) }
+        // Against what the mart holds: the cache's rows, or none for what was just deleted.
+        var changes = FactChanges(deltas: deltas)
+        for key in touched {
+            changes.add(key, computed: computed[key], held: cache.facts(key) ?? .init()) { offerRow($0, keys) }
+        }
+        deltas = changes.deltas
+        written.facts = changes.facts
+        try await writeFacts(c, changes, states, keys)
         for s in states {
             deltas.add(
                 StateRow(
@@ -146,43 +153,54 @@ struct FactWriter: Sendable {
         }
     }
 
-    /// Copies the facts in with their dimension keys; returns the offers as the aggregates see them.
+    /// An offer's row as the aggregates count it, with its dimension keys.
+    func offerRow(_ o: OfferFact, _ keys: Dimensions) -> OfferRow {
+        OfferRow(
+            hour: o.hour, queueKey: keys.queue(o.queue), mediaKey: keys.media(o.media) ?? 0, outcome: o.outcome,
+            waitMs: o.waitMs, talkMs: o.talkMs, withinSLA: o.outcome == .answered && (o.waitMs ?? .max) <= slaMs,
+            agentKey: o.agent.map(keys.agent),
+            answeredAt: o.outcome == .answered ? o.offeredAt.millisecondsSinceEpoch + (o.waitMs ?? 0) : nil,
+            holdMs: o.holdMs)
+    }
+
+    /// Writes the changed facts: new rows copied in, changed rows updated in place from a copy,
+    /// vanished offers deleted; and the agents' state intervals.
     func writeFacts(
-        _ c: isolated PostgresConnection, _ interactions: [InteractionFact], _ offers: [OfferFact],
-        _ states: [AgentStateFact], _ keys: Dimensions
-    ) throws -> [OfferRow] {
+        _ c: isolated PostgresConnection, _ changes: FactChanges, _ states: [AgentStateFact], _ keys: Dimensions
+    ) async throws {
         func ts(_ t: Timestamp?) -> String? { t?.rfc3339 }
         func key(_ k: Int64?) -> String? { k.map(String.init) }
-        try copy(
-            c, SQL.copyInteractions,
-            interactions.map { f in
-                [
-                    f.source, f.interaction, site, key(keys.media(f.media)), f.direction?.rawValue,
-                    key(f.firstQueue.map(keys.queue)), key(f.lastQueue.map(keys.queue)), key(f.agent.map(keys.agent)),
-                    f.createdAt.map { String($0.rfc3339.prefix(10)).replacingOccurrences(of: "-", with: "") },
-                    ts(f.createdAt), ts(f.answeredAt), ts(f.endedAt), f.outcome.rawValue, f.waitMs.map(String.init),
-                    String(f.talkMs), String(f.holdMs), String(f.transfers),
-                ]
-            })
-        var rows: [OfferRow] = []
-        rows.reserveCapacity(offers.count)
-        try copy(
-            c, SQL.copyOffers,
-            offers.map { o in
-                let answeredAt = o.outcome == .answered ? o.offeredAt.millisecondsSinceEpoch + (o.waitMs ?? 0) : nil
-                let row = OfferRow(
-                    hour: o.hour, queueKey: keys.queue(o.queue), mediaKey: keys.media(o.media) ?? 0,
-                    outcome: o.outcome, waitMs: o.waitMs, talkMs: o.talkMs,
-                    withinSLA: o.outcome == .answered && (o.waitMs ?? .max) <= slaMs,
-                    agentKey: o.agent.map(keys.agent), answeredAt: answeredAt, holdMs: o.holdMs)
-                rows.append(row)
-                return [
-                    o.source, String(o.seq), o.interaction, String(row.queueKey), key(keys.media(o.media)),
-                    o.offeredAt.rfc3339, Timestamp(millisecondsSinceEpoch: o.hour).rfc3339, o.outcome?.rawValue,
-                    o.waitMs.map(String.init), o.talkMs.map(String.init), row.withinSLA ? "t" : "f", key(row.agentKey),
-                    answeredAt.map { Timestamp(millisecondsSinceEpoch: $0).rfc3339 }, String(o.holdMs),
-                ]
-            })
+        func interaction(_ f: InteractionFact) -> [String?] {
+            [
+                f.source, f.interaction, site, key(keys.media(f.media)), f.direction?.rawValue,
+                key(f.firstQueue.map(keys.queue)), key(f.lastQueue.map(keys.queue)), key(f.agent.map(keys.agent)),
+                f.createdAt.map { String($0.rfc3339.prefix(10)).replacingOccurrences(of: "-", with: "") },
+                ts(f.createdAt), ts(f.answeredAt), ts(f.endedAt), f.outcome.rawValue, f.waitMs.map(String.init),
+                String(f.talkMs), String(f.holdMs), String(f.transfers),
+            ]
+        }
+        func offer(_ o: OfferFact, _ row: OfferRow) -> [String?] {
+            [
+                o.source, String(o.seq), o.interaction, String(row.queueKey), key(keys.media(o.media)),
+                o.offeredAt.rfc3339, Timestamp(millisecondsSinceEpoch: o.hour).rfc3339, o.outcome?.rawValue,
+                o.waitMs.map(String.init), o.talkMs.map(String.init), row.withinSLA ? "t" : "f", key(row.agentKey),
+                row.answeredAt.map { Timestamp(millisecondsSinceEpoch: $0).rfc3339 }, String(o.holdMs),
+            ]
+        }
+        try copy(c, SQL.copyInteractions, changes.insertInteractions.map(interaction))
+        if !changes.updateInteractions.isEmpty {
+            try copy(c, SQL.copyInteractionUpdates, changes.updateInteractions.map(interaction))
+            try c.execute(SQL.updateInteractions)
+        }
+        try copy(c, SQL.copyOffers, changes.insertOffers.map(offer))
+        if !changes.updateOffers.isEmpty {
+            try copy(c, SQL.copyOfferUpdates, changes.updateOffers.map(offer))
+            try c.execute(SQL.updateOffers)
+        }
+        for (source, gone) in Dictionary(grouping: changes.deleteOffers, by: \.source) {
+            try await c.query(
+                SQL.deleteOfferSeqs, [source, "{" + gone.map { String($0.seq) }.joined(separator: ",") + "}"])
+        }
         try copy(
             c, SQL.copyStates,
             states.map { s in
@@ -192,7 +210,6 @@ struct FactWriter: Sendable {
                     ts(s.endedAt), String(Timestamp(millisecondsSinceEpoch: s.day).rfc3339.prefix(10)),
                 ]
             })
-        return rows
     }
 
     /// Moves `agg_queue_hourly` and `agg_agent_daily` by `deltas`; rows left at zero go.
@@ -290,10 +307,13 @@ extension FactWriter {
         /// a cycle is a few thousand touched keys against tables of millions of rows: by index,
         /// one probe per key. A hash or merge join reads the whole table each cycle — a cost that
         /// grows with the mart — and the planner picks one as soon as the keys are a few percent
-        /// of a table (a backlog's first cycles), so this transaction does not let it.
+        /// of a table (a backlog's first cycles), so this transaction does not let it. Nor does it
+        /// JIT-compile: a read-back of 30 000 index probes is estimated above `jit_above_cost`,
+        /// and compiling it cost more than running it.
         static let temporaryTables = """
             SET LOCAL enable_hashjoin = off;
             SET LOCAL enable_mergejoin = off;
+            SET LOCAL jit = off;
             CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text, cached boolean)
                 ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text, min_ts timestamptz, from_ts timestamptz)
@@ -301,6 +321,8 @@ extension FactWriter {
             CREATE TEMP TABLE IF NOT EXISTS hourly_delta (hour timestamptz, queue_key int, media_key smallint,
                 offered bigint, answered bigint, abandoned bigint, within_sla bigint, wait_sum bigint,
                 wait_count bigint, talk_sum bigint, talk_count bigint) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS interaction_upd (LIKE mart.fact_interaction) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS offer_upd (LIKE mart.fact_queue_offer) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS daily_delta (day date, agent_key int, answered bigint, talk_ms bigint,
                 hold_ms bigint, ready_ms bigint, not_ready_ms bigint) ON COMMIT DELETE ROWS
             """
@@ -311,9 +333,11 @@ extension FactWriter {
             "SELECT source, interaction, agent, type, ts FROM mart.event WHERE NOT transformed AND ts <= $1"
         static let copyTouchedInteractions = "COPY touched_i (source, interaction, cached) FROM STDIN"
         /// Every event the mart holds of the touched interactions the cache does not hold.
+        /// (Per interaction, by its index — OFFSET 0 keeps the planner from flattening it into a
+        /// join that reads every event when its statistics lag a burst of rows.)
         static let previousEvents = """
-            SELECT \(eventColumns) FROM mart.event e
-            JOIN touched_i t ON t.source = e.source AND t.interaction = e.interaction
+            SELECT \(eventColumns) FROM touched_i t CROSS JOIN LATERAL (
+                SELECT * FROM mart.event x WHERE x.source = t.source AND x.interaction = t.interaction OFFSET 0) e
             WHERE NOT t.cached
             """
         static let markPendingTransformed =
@@ -328,17 +352,24 @@ extension FactWriter {
                 t.min_ts);
             ANALYZE touched_a
             """
+        /// Per agent, by its index: with the join flattened, a young mart's statistics made the
+        /// planner materialize every agent event up to T and filter it once per touched agent
+        /// (9 s a cycle at 10 k events/s).
         static let agentEvents = """
-            SELECT \(eventColumns) FROM mart.event e JOIN touched_a t ON t.agent = e.agent
-            WHERE e.type LIKE 'agent.%' AND e.ts >= t.from_ts AND e.ts <= $1
+            SELECT \(eventColumns) FROM touched_a t CROSS JOIN LATERAL (
+                SELECT * FROM mart.event x
+                WHERE x.agent = t.agent AND x.type LIKE 'agent.%' AND x.ts >= t.from_ts AND x.ts <= $1 OFFSET 0) e
             """
+        /// The facts of the touched interactions the cache does not hold: deleted, to be written again.
         static let deleteOffers = """
-            DELETE FROM mart.fact_queue_offer f USING touched_i t WHERE f.source = t.source AND f.interaction = t.interaction
+            DELETE FROM mart.fact_queue_offer f USING touched_i t
+            WHERE NOT t.cached AND f.source = t.source AND f.interaction = t.interaction
             RETURNING f.hour, f.queue_key, COALESCE(f.media_key, 0), f.outcome, f.wait_ms, f.talk_ms, f.within_sla,
                       f.agent_key, f.answered_at, f.hold_ms
             """
         static let deleteInteractions = """
-            DELETE FROM mart.fact_interaction f USING touched_i t WHERE f.source = t.source AND f.interaction = t.interaction
+            DELETE FROM mart.fact_interaction f USING touched_i t
+            WHERE NOT t.cached AND f.source = t.source AND f.interaction = t.interaction
             """
         static let deleteStates = """
             DELETE FROM mart.fact_agent_state s USING mart.dim_agent a, touched_a t
@@ -374,6 +405,34 @@ extension FactWriter {
             COPY mart.fact_queue_offer (source, seq, interaction, queue_key, media_key, offered_at, hour, outcome, wait_ms,
                 talk_ms, within_sla, agent_key, answered_at, hold_ms) FROM STDIN
             """
+        static let copyInteractionUpdates = """
+            COPY interaction_upd (source, interaction, site, media_key, direction, first_queue_key, last_queue_key,
+                agent_key, created_date_key, created_at, answered_at, ended_at, outcome, wait_ms, talk_ms, hold_ms,
+                transfers) FROM STDIN
+            """
+        /// In place: the keys stay, so a row with room on its page is updated without its indexes.
+        static let updateInteractions = """
+            ANALYZE interaction_upd;
+            UPDATE mart.fact_interaction f SET site = u.site, media_key = u.media_key, direction = u.direction,
+                first_queue_key = u.first_queue_key, last_queue_key = u.last_queue_key, agent_key = u.agent_key,
+                created_date_key = u.created_date_key, created_at = u.created_at, answered_at = u.answered_at,
+                ended_at = u.ended_at, outcome = u.outcome, wait_ms = u.wait_ms, talk_ms = u.talk_ms,
+                hold_ms = u.hold_ms, transfers = u.transfers
+            FROM interaction_upd u WHERE f.source = u.source AND f.interaction = u.interaction
+            """
+        static let copyOfferUpdates = """
+            COPY offer_upd (source, seq, interaction, queue_key, media_key, offered_at, hour, outcome, wait_ms,
+                talk_ms, within_sla, agent_key, answered_at, hold_ms) FROM STDIN
+            """
+        static let updateOffers = """
+            ANALYZE offer_upd;
+            UPDATE mart.fact_queue_offer f SET queue_key = u.queue_key, media_key = u.media_key,
+                offered_at = u.offered_at, hour = u.hour, outcome = u.outcome, wait_ms = u.wait_ms,
+                talk_ms = u.talk_ms, within_sla = u.within_sla, agent_key = u.agent_key, answered_at = u.answered_at,
+                hold_ms = u.hold_ms
+            FROM offer_upd u WHERE f.source = u.source AND f.seq = u.seq
+            """
+        static let deleteOfferSeqs = "DELETE FROM mart.fact_queue_offer WHERE source = $1 AND seq = ANY($2::bigint[])"
         static let copyStates =
             "COPY mart.fact_agent_state (source, seq, agent_key, state, reason, started_at, ended_at, day) FROM STDIN"
         static let copyHourlyDelta = "COPY hourly_delta FROM STDIN"

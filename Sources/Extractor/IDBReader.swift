@@ -52,7 +52,12 @@ struct IDBReader: Sendable {
     func read(after: Int64, limit: Int, skipping: Set<Int64>?) async throws -> Batch {
         let (source, site) = (idb.source, site)
         let (rows, keys, checkpoint) = try await connection.run { c -> (PostgresRows?, PostgresRows?, PostgresRows) in
-            try c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            // In ingest_id order straight off the (source, ingest_id) index: right after a burst,
+            // before autovacuum analyzes, the planner otherwise gathers the rows in a bitmap and
+            // sorts them (1.4 s for 50 000 rows). No JIT for a plain range read.
+            try c.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
+            )
             do {
                 let cp = try await c.query(Self.checkpoint, [source, site])
                 guard let skipping else {

@@ -18,14 +18,30 @@ struct InteractionCache: Sendable {
     /// At most this many interactions (well above the open interactions of a large contact
     /// center); beyond it some are dropped, to be read back when next touched.
     let capacity: Int
-    private var entries: [Key: [Event]] = [:]
+    private var entries: [Key: Entry] = [:]
+
+    struct Entry: Sendable {
+        var events: [Event]
+        var facts: Facts
+    }
+
+    /// The fact rows the mart holds of an interaction (none: `interaction` nil, no offers).
+    struct Facts: Sendable, Equatable {
+        var interaction: InteractionFact?
+        var offers: [OfferFact] = []
+        /// Each offer's row as the aggregates count it (same order as `offers`).
+        var rows: [OfferRow] = []
+    }
 
     init(capacity: Int = 200_000) { self.capacity = capacity }
 
     var count: Int { entries.count }
 
     /// The mart's events of `key`, or nil when they must be read back.
-    func events(_ key: Key) -> [Event]? { entries[key] }
+    func events(_ key: Key) -> [Event]? { entries[key]?.events }
+
+    /// The mart's fact rows of `key`, or nil when the cache does not hold it.
+    func facts(_ key: Key) -> Facts? { entries[key]?.facts }
 
     /// What a cycle learnt, applied only once it committed.
     struct Update: Sendable {
@@ -35,6 +51,8 @@ struct InteractionCache: Sendable {
         var inserted: [Event] = []
         /// The interactions the cycle recomputed.
         var touched: Set<Key> = []
+        /// What the mart holds of the touched interactions' facts after the cycle.
+        var facts: [Key: Facts] = [:]
         /// The cycle's completeness `T` (ms): interactions ended by then leave the cache.
         var through: Int64 = .min
     }
@@ -42,18 +60,19 @@ struct InteractionCache: Sendable {
     /// Applies a committed cycle: read-back entries join, every entry gains the cycle's events
     /// of its interaction, finished interactions leave.
     mutating func committed(_ update: Update) {
-        for (key, events) in update.readBack { entries[key] = events }
+        for (key, events) in update.readBack { entries[key] = Entry(events: events, facts: Facts()) }
+        for (key, facts) in update.facts where entries[key] != nil { entries[key]!.facts = facts }
         var grown = update.touched.union(update.readBack.keys)
         for e in update.inserted {
             guard let interaction = e.interaction else { continue }
             let key = Key(source: e.source, interaction: interaction)
             // In place (no copy of the array); a seq already there was in the mart before.
-            guard entries[key]?.contains(where: { $0.seq == e.seq }) == false else { continue }
-            entries[key]!.append(e)
+            guard entries[key]?.events.contains(where: { $0.seq == e.seq }) == false else { continue }
+            entries[key]!.events.append(e)
             grown.insert(key)
         }
         for key in grown {
-            if entries[key]?.contains(where: {
+            if entries[key]?.events.contains(where: {
                 $0.type == .interactionEnded && $0.ts.millisecondsSinceEpoch <= update.through
             })
                 == true

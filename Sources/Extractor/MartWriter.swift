@@ -99,7 +99,8 @@ struct MartWriter: Sendable {
             outcome.extracted = written.extracted
             outcome.interactions = written.touched.count
             outcome.cache = InteractionCache.Update(
-                readBack: written.readBack, inserted: events.events, touched: written.touched, through: t)
+                readBack: written.readBack, inserted: events.events, touched: written.touched, facts: written.facts,
+                through: t)
         } else {
             outcome.extracted = try PairMerger.insert(events, into: c, completeThrough: nil)
             outcome.cache.inserted = events.events

@@ -117,4 +117,46 @@ struct ExtractorPipelineTests {
         #expect(d.hourly.values.allSatisfy { $0 == .init() } && d.daily.values.allSatisfy { $0 == .init() })
         #expect(AggregateDeltas.floorDay(86_400_000 + 5) == 86_400_000)
     }
+
+    /// Catches a cycle that rewrites rows that did not change, inserts a row the mart already
+    /// holds (a duplicate offer), or updates an offer without moving the aggregates by the
+    /// difference (an answered offer counted as still waiting, or twice).
+    @Test func factChangesWriteOnlyWhatChangedAndMoveTheAggregatesByTheDifference() {
+        let key = InteractionCache.Key(source: "s", interaction: "i")
+        let row = { (o: OfferFact) in
+            OfferRow(
+                hour: o.hour, queueKey: 1, mediaKey: 1, outcome: o.outcome, waitMs: o.waitMs, talkMs: o.talkMs,
+                withinSLA: false, agentKey: o.agent == nil ? nil : 9,
+                answeredAt: o.outcome == .answered ? o.offeredAt.millisecondsSinceEpoch + (o.waitMs ?? 0) : nil,
+                holdMs: o.holdMs)
+        }
+        let before = [
+            Self.event(1, .interactionCreated, at: 0, media: .voice),
+            Self.event(2, .interactionQueued, at: 10, queue: "q"),
+        ]
+        let (f0, o0) = InteractionTransform.compute(before)!
+        var first = FactChanges()
+        first.add(key, computed: (f0, o0), held: .init(), row: row)
+        #expect(first.insertInteractions.count == 1 && first.insertOffers.count == 1 && first.updateOffers.isEmpty)
+        let held = first.facts[key]!
+
+        // The same events again: nothing to write, nothing moves.
+        var same = FactChanges()
+        same.add(key, computed: (f0, o0), held: held, row: row)
+        #expect(same.insertInteractions.isEmpty && same.updateInteractions.isEmpty)
+        #expect(same.insertOffers.isEmpty && same.updateOffers.isEmpty && same.deleteOffers.isEmpty)
+        #expect(same.deltas == AggregateDeltas())
+
+        // Answered: the interaction and its one offer are updated in place; the hour's bucket
+        // gains an answer and no offer.
+        let (f1, o1) = InteractionTransform.compute(before + [Self.event(3, .interactionAnswered, at: 30)])!
+        var answered = FactChanges()
+        answered.add(key, computed: (f1, o1), held: held, row: row)
+        #expect(answered.updateInteractions.map(\.interaction) == ["i"] && answered.insertInteractions.isEmpty)
+        #expect(answered.updateOffers.map(\.0.seq) == [2] && answered.insertOffers.isEmpty)
+        let bucket = answered.deltas.hourly.values.first
+        #expect(answered.deltas.hourly.count == 1 && bucket?.offered == 0 && bucket?.answered == 1)
+        #expect(bucket?.waitSum == 20 && bucket?.waitCount == 1)
+        #expect(answered.deltas.daily.values.first?.answered == 1)
+    }
 }
