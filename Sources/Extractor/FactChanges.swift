@@ -36,34 +36,32 @@ struct FactChanges: Sendable {
             return
         }
         var now = InteractionCache.Facts()
-        do {
-            now.interaction = fact
-            if held.interaction == nil {
-                insertInteractions.append(fact)
-            } else if held.interaction != fact {
-                updateInteractions.append(fact)
+        now.interaction = fact
+        if held.interaction == nil {
+            insertInteractions.append(fact)
+        } else if held.interaction != fact {
+            updateInteractions.append(fact)
+        }
+        var before: [Int64: Int] = [:]
+        for (i, o) in held.offers.enumerated() { before[o.seq] = i }
+        for o in offers {
+            let r = row(o)
+            now.offers.append(o)
+            now.rows.append(r)
+            guard let i = before.removeValue(forKey: o.seq) else {
+                insertOffers.append((o, r))
+                deltas.add(r, sign: 1)
+                continue
             }
-            var before: [Int64: Int] = [:]
-            for (i, o) in held.offers.enumerated() { before[o.seq] = i }
-            for o in offers {
-                let r = row(o)
-                now.offers.append(o)
-                now.rows.append(r)
-                guard let i = before.removeValue(forKey: o.seq) else {
-                    insertOffers.append((o, r))
-                    deltas.add(r, sign: 1)
-                    continue
-                }
-                if held.offers[i] != o || held.rows[i] != r {
-                    updateOffers.append((o, r))
-                    deltas.add(held.rows[i], sign: -1)
-                    deltas.add(r, sign: 1)
-                }
-            }
-            for i in before.values {
-                deleteOffers.append((held.offers[i].source, held.offers[i].seq))
+            if held.offers[i] != o || held.rows[i] != r {
+                updateOffers.append((o, r))
                 deltas.add(held.rows[i], sign: -1)
+                deltas.add(r, sign: 1)
             }
+        }
+        for i in before.values {
+            deleteOffers.append((held.offers[i].source, held.offers[i].seq))
+            deltas.add(held.rows[i], sign: -1)
         }
         facts[key] = now
     }

@@ -38,31 +38,15 @@ struct FactWriter: Sendable {
     ) async throws -> Written {
         let through = PostgresTimestamp(millisecondsSinceEpoch: t)
         try c.execute(SQL.temporaryTables)
-        // What this cycle makes complete: its own events up to T, and those that waited for T.
-        var touched = Set<Key>()
-        var agentsFrom: [String: Int64] = [:]
-        func touch(_ source: String, _ interaction: String?, _ agent: String?, _ type: String, _ ts: Int64) {
-            if let interaction { touched.insert(Key(source: source, interaction: interaction)) }
-            if let agent, type.hasPrefix("agent.") { agentsFrom[agent] = min(agentsFrom[agent] ?? ts, ts) }
-        }
-        var current: [Event] = []
-        for e in merged.events where e.ts.millisecondsSinceEpoch <= t {
-            current.append(e)
-            touch(e.source, e.interaction, e.agent, e.type.rawValue, e.ts.millisecondsSinceEpoch)
-        }
-        for r in try await c.query(SQL.pending, [through]) {
-            touch(
-                try r.decode(0, as: String.self), r[1], r[2], try r.decode(3, as: String.self),
-                try r.decode(4, as: PostgresTimestamp.self).millisecondsSinceEpoch)
-        }
+        let (touched, agentsFrom, current) = try await complete(c, merged, through: t)
         try copy(
             c, SQL.copyTouchedInteractions,
-            touched.map { [$0.source, $0.interaction, cache.facts($0) == nil ? "f" : "t"] })
+            touched.map { [$0.source, $0.interaction, cache.holds($0) ? "t" : "f"] })
         try c.execute("ANALYZE touched_i")
         // Before this cycle's events go in: what the mart already holds of the interactions the
         // cache does not hold.
         var written = Written(touched: touched)
-        for key in touched where cache.events(key) == nil { written.readBack[key] = [] }
+        for key in touched where !cache.holds(key) { written.readBack[key] = [] }
         for row in try await c.query(SQL.previousEvents) {
             guard let e = try IDBReader.event(row), let interaction = e.interaction else { continue }
             written.readBack[Key(source: e.source, interaction: interaction)]?.append(e)
@@ -87,21 +71,7 @@ struct FactWriter: Sendable {
         phases.lap("old facts")
 
         // The new facts.
-        var byInteraction: [Key: [Event]] = [:]
-        for key in touched {
-            byInteraction[key] = (cache.events(key) ?? written.readBack[key] ?? []).filter {
-                $0.ts.millisecondsSinceEpoch <= t
-            }
-        }
-        for e in current {
-            guard let interaction = e.interaction else { continue }
-            let key = Key(source: e.source, interaction: interaction)
-            if byInteraction[key]?.contains(where: { $0.seq == e.seq }) == false { byInteraction[key]!.append(e) }
-        }
-        var computed: [Key: (InteractionFact, [OfferFact])] = [:]
-        for (key, events) in byInteraction {
-            if let r = InteractionTransform.compute(events) { computed[key] = r }
-        }
+        let computed = Self.recompute(touched, cache: cache, readBack: written.readBack, current: current, through: t)
         let interactions = computed.values.map(\.0)
         let offers = computed.values.flatMap(\.1)
         var byAgent: [String: [Event]] = [:]
@@ -137,6 +107,52 @@ struct FactWriter: Sendable {
         try applyDeltas(c, deltas)
         phases.lap("aggregates")
         return written
+    }
+
+    /// What this cycle makes complete: its own events up to `t` (returned as `current`) and the
+    /// stored ones that waited for `t` — the interactions they touch, and each touched agent's
+    /// earliest new state change.
+    func complete(_ c: isolated PostgresConnection, _ merged: PairMerger.Merged, through t: Int64) async throws
+        -> (touched: Set<Key>, agentsFrom: [String: Int64], current: [Event])
+    {
+        var touched = Set<Key>()
+        var agentsFrom: [String: Int64] = [:]
+        func touch(_ source: String, _ interaction: String?, _ agent: String?, _ type: String, _ ts: Int64) {
+            if let interaction { touched.insert(Key(source: source, interaction: interaction)) }
+            if let agent, type.hasPrefix("agent.") { agentsFrom[agent] = min(agentsFrom[agent] ?? ts, ts) }
+        }
+        var current: [Event] = []
+        for e in merged.events where e.ts.millisecondsSinceEpoch <= t {
+            current.append(e)
+            touch(e.source, e.interaction, e.agent, e.type.rawValue, e.ts.millisecondsSinceEpoch)
+        }
+        for r in try await c.query(SQL.pending, [PostgresTimestamp(millisecondsSinceEpoch: t)]) {
+            touch(
+                try r.decode(0, as: String.self), r[1], r[2], try r.decode(3, as: String.self),
+                try r.decode(4, as: PostgresTimestamp.self).millisecondsSinceEpoch)
+        }
+        return (touched, agentsFrom, current)
+    }
+
+    /// Each touched interaction's facts from all its events up to `t`: the earlier ones from the
+    /// cache or the read-back, this cycle's from memory (a seq the mart held already counts once).
+    static func recompute(
+        _ touched: Set<Key>, cache: InteractionCache, readBack: [Key: [Event]], current: [Event], through t: Int64
+    ) -> [Key: (InteractionFact, [OfferFact])] {
+        var byInteraction: [Key: [Event]] = [:]
+        for key in touched {
+            byInteraction[key] = (cache.events(key) ?? readBack[key] ?? []).filter { $0.ts.millisecondsSinceEpoch <= t }
+        }
+        for e in current {
+            guard let interaction = e.interaction else { continue }
+            let key = Key(source: e.source, interaction: interaction)
+            if byInteraction[key]?.contains(where: { $0.seq == e.seq }) == false { byInteraction[key]!.append(e) }
+        }
+        var computed: [Key: (InteractionFact, [OfferFact])] = [:]
+        for (key, events) in byInteraction {
+            if let r = InteractionTransform.compute(events) { computed[key] = r }
+        }
+        return computed
     }
 
     /// COPYs `rows` (text columns, nil for NULL) with `sql`.

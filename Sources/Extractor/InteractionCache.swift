@@ -37,6 +37,9 @@ struct InteractionCache: Sendable {
 
     var count: Int { entries.count }
 
+    /// Whether the cache holds `key` (its events and its fact rows).
+    func holds(_ key: Key) -> Bool { entries[key] != nil }
+
     /// The mart's events of `key`, or nil when they must be read back.
     func events(_ key: Key) -> [Event]? { entries[key]?.events }
 
