@@ -15,6 +15,7 @@ public enum Replication {
     public static let tables = [
         "mart.event", "mart.dim_date", "mart.dim_queue", "mart.dim_agent", "mart.fact_interaction",
         "mart.fact_queue_offer", "mart.fact_agent_state", "mart.agg_queue_hourly", "mart.agg_agent_daily",
+        "mart.interval_settings", "mart.agg_queue_interval", "mart.agg_agent_day", "mart.agg_agent_not_ready",
         "control.watermark", "control.source_state", "control.data_gaps", "control.extractor", "control.purge_hold",
     ]
 

@@ -1,3 +1,4 @@
+import Foundation
 import PostgresClient
 
 /// Recounts the reporting views from the mart's event layer, independently of the extractor's
@@ -130,7 +131,8 @@ public enum ViewRecount {
         """
     }
 
-    /// `report.queue_hourly` recounted (`$1`: the SLA in ms): every column.
+    /// `report.queue_hourly` recounted (`$1`: the SLA in ms, `$2`: the queues' own SLAs, a JSON
+    /// object of queue → ms — ``slaJSON(_:)``): every column.
     public static let queueHourly = queueHourly(over: martEvents)
 
     public static func queueHourly(over events: String) -> String {
@@ -144,7 +146,8 @@ public enum ViewRecount {
         SELECT hour, queue, media, count(*) AS offered,
             count(*) FILTER (WHERE resolution = 'interaction.answered') AS answered,
             count(*) FILTER (WHERE resolution = 'interaction.abandoned') AS abandoned,
-            count(*) FILTER (WHERE resolution = 'interaction.answered' AND wait <= $1) AS answered_within_sla,
+            count(*) FILTER (WHERE resolution = 'interaction.answered'
+                             AND wait <= COALESCE(($2::jsonb ->> queue)::bigint, $1)) AS answered_within_sla,
             round(avg(wait) FILTER (WHERE resolution IS NOT NULL)::numeric)::bigint AS avg_wait_ms,
             round(avg(talk) FILTER (WHERE resolution = 'interaction.answered')::numeric)::bigint AS avg_talk_ms
         FROM o GROUP BY hour, queue, media
@@ -193,8 +196,17 @@ public enum ViewRecount {
 
     public static let nonZeroDaily = "WHERE (answered, talk_ms, hold_ms, ready_ms, not_ready_ms) <> (0, 0, 0, 0, 0)"
 
-    /// Recounts the three views in one repeatable-read snapshot of `mart`, with the deployment's SLA.
-    public static func mismatches(_ mart: PostgresConnection, slaMs: Int64) async throws -> Mismatches {
+    /// The queues' own SLAs as the recounts take them: a JSON object of queue → ms.
+    public static func slaJSON(_ queueSLAMs: [String: Int64]) -> String {
+        let data = try? JSONSerialization.data(withJSONObject: queueSLAMs, options: [.sortedKeys])
+        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Recounts the three views in one repeatable-read snapshot of `mart`, with the deployment's
+    /// SLA and the queues' own.
+    public static func mismatches(_ mart: PostgresConnection, slaMs: Int64, queueSLAMs: [String: Int64] = [:])
+        async throws -> Mismatches
+    {
         let interactionsDiff = difference(
             interactions,
             """
@@ -209,7 +221,7 @@ public enum ViewRecount {
         return try await mart.transaction { c in
             try c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             var m = Mismatches()
-            m.queueHourly = try await c.query(hourlyDiff, [slaMs])[0].decode(0, as: Int.self)
+            m.queueHourly = try await c.query(hourlyDiff, [slaMs, slaJSON(queueSLAMs)])[0].decode(0, as: Int.self)
             m.agentDaily = try await c.query(dailyDiff)[0].decode(0, as: Int.self)
             m.interactions = try await c.query(interactionsDiff)[0].decode(0, as: Int.self)
             return m

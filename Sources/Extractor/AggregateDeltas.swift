@@ -5,13 +5,18 @@ import EventModel
 struct OfferRow: Sendable, Equatable {
     /// The UTC hour of the `queued` event (ms).
     var hour: Int64
+    /// When it was offered: the `queued` event's time (ms).
+    var offeredAt: Int64
     var queueKey: Int64
     /// 0 when the interaction's media is unknown (its `created` event is not in the mart).
     var mediaKey: Int64
     var outcome: OfferFact.Outcome?
     var waitMs: Int64?
     var talkMs: Int64?
+    /// Answered within its queue's SLA.
     var withinSLA: Bool
+    /// Abandoned within `reporting.short_abandon_seconds`.
+    var abandonedShort: Bool
     var agentKey: Int64?
     /// When the offer was answered (ms), for the agent's day.
     var answeredAt: Int64?
@@ -22,8 +27,12 @@ struct OfferRow: Sendable, Equatable {
 struct StateRow: Sendable, Equatable {
     /// The UTC day it started on (ms at midnight).
     var day: Int64
+    /// When it started (ms).
+    var startedAt: Int64
     var agentKey: Int64
     var state: EventType
+    /// A not-ready interval's reason code.
+    var reason: String?
     /// nil while the interval is open (counts nothing yet).
     var durationMs: Int64?
 }
@@ -63,11 +72,14 @@ struct AggregateDeltas: Sendable, Equatable {
 
     var hourly: [HourlyKey: Hourly] = [:]
     var daily: [DailyKey: Daily] = [:]
+    /// The same rows by zone and level (CONTRACT 5.1).
+    var intervals = IntervalDeltas()
 
     static let dayMs: Int64 = 86_400_000
 
     /// Adds (`sign` 1) or removes (`sign` -1) an offer.
     mutating func add(_ o: OfferRow, sign: Int64) {
+        intervals.add(o, sign: sign)
         let answered = o.outcome == .answered
         hourly[HourlyKey(hour: o.hour, queueKey: o.queueKey, mediaKey: o.mediaKey), default: Hourly()].apply(
             sign: sign, offered: 1, answered: answered ? 1 : 0, abandoned: o.outcome == .abandoned ? 1 : 0,
@@ -83,6 +95,7 @@ struct AggregateDeltas: Sendable, Equatable {
 
     /// Adds or removes an agent state interval (ready and not-ready time on the day it started).
     mutating func add(_ s: StateRow, sign: Int64) {
+        intervals.add(s, sign: sign)
         guard let d = s.durationMs else { return }
         let key = DailyKey(day: s.day, agentKey: s.agentKey)
         switch s.state {

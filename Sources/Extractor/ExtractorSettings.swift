@@ -18,7 +18,11 @@ public struct ExtractorSettings: Sendable {
     public var thresholdMs: Int64
     public var lateData: Topology.LateDataPolicy
     public var interval: Double
-    public var slaMs: Int64
+    /// SLAs, short abandons, the interval views' zones and sub-hour level (CONTRACT 3, 5.1).
+    public var reporting: Topology.ReportingSettings
+    public var retention: Topology.RetentionSettings
+    /// The global SLA, ms (a queue's own, when it has one, is ``Topology/ReportingSettings/slaSeconds(queue:)``).
+    public var slaMs: Int64 { Int64(reporting.slaSeconds) * 1000 }
     /// The role to log in to the mart and the IDBs as instead of the conninfo's (the lab gives
     /// `bcpipe_extractor` through `BCPIPE_DB_USER`, read by the command line); nil: the conninfo's.
     public var dbUser: String?
@@ -61,7 +65,7 @@ public struct ExtractorSettings: Sendable {
         var settings = ExtractorSettings(
             site: site, martConninfo: me.postgres, idbs: idbs, sources: topology.sources,
             thresholdMs: Int64(topology.extract.dataStuckThreshold) * 1000, lateData: topology.extract.lateData,
-            interval: topology.extract.interval, slaMs: Int64(topology.reporting.slaSeconds) * 1000)
+            interval: topology.extract.interval, reporting: topology.reporting, retention: topology.retention)
         settings.role = topology.extractors.first { $0.site == site }!.role
         return settings
     }

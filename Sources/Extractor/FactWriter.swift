@@ -2,6 +2,7 @@ import EventModel
 import EventRows
 import Foundation
 import PostgresClient
+import Topology
 
 /// The transform of one cycle, in the cycle's transaction: the facts of every interaction and
 /// agent with events complete through `T` are recomputed from all their events up to `T`, and
@@ -15,7 +16,9 @@ import PostgresClient
 /// they are inserted.
 struct FactWriter: Sendable {
     let site: String
-    let slaMs: Int64
+    let reporting: Topology.ReportingSettings
+
+    var intervals: IntervalAggregates { IntervalAggregates(reporting: reporting) }
 
     typealias Key = InteractionCache.Key
 
@@ -38,6 +41,8 @@ struct FactWriter: Sendable {
     ) async throws -> Written {
         let through = PostgresTimestamp(millisecondsSinceEpoch: t)
         try c.execute(SQL.temporaryTables)
+        try c.execute(IntervalAggregates.SQL.temporaryTables)
+        try await intervals.ensure(c)
         let (touched, agentsFrom, current) = try await complete(c, merged, through: t)
         try copy(
             c, SQL.copyTouchedInteractions,
@@ -65,7 +70,9 @@ struct FactWriter: Sendable {
 
         // The facts being replaced, and what they counted in the aggregates.
         var deltas = AggregateDeltas()
-        for r in try await c.query(SQL.deleteOffers) { deltas.add(try Self.offerRow(r), sign: -1) }
+        for r in try await c.query(SQL.deleteOffers, [intervals.shortAbandonMs]) {
+            deltas.add(try Self.offerRow(r), sign: -1)
+        }
         try c.execute(SQL.deleteInteractions)
         for r in try await c.query(SQL.deleteStates) { deltas.add(try Self.stateRow(r), sign: -1) }
         phases.lap("old facts")
@@ -99,12 +106,13 @@ struct FactWriter: Sendable {
         for s in states {
             deltas.add(
                 StateRow(
-                    day: s.day, agentKey: keys.agent(s.agent), state: s.state,
-                    durationMs: s.endedAt.map { _ in s.durationMs }),
+                    day: s.day, startedAt: s.startedAt.millisecondsSinceEpoch, agentKey: keys.agent(s.agent),
+                    state: s.state, reason: s.reason, durationMs: s.endedAt.map { _ in s.durationMs }),
                 sign: 1)
         }
         phases.lap("facts")
         try applyDeltas(c, deltas)
+        try await intervals.apply(c, deltas.intervals) { try copy(c, $0, $1) }
         phases.lap("aggregates")
         return written
     }
@@ -171,9 +179,12 @@ struct FactWriter: Sendable {
 
     /// An offer's row as the aggregates count it, with its dimension keys.
     func offerRow(_ o: OfferFact, _ keys: Dimensions) -> OfferRow {
-        OfferRow(
-            hour: o.hour, queueKey: keys.queue(o.queue), mediaKey: keys.media(o.media) ?? 0, outcome: o.outcome,
-            waitMs: o.waitMs, talkMs: o.talkMs, withinSLA: o.outcome == .answered && (o.waitMs ?? .max) <= slaMs,
+        let slaMs = Int64(reporting.slaSeconds(queue: o.queue)) * 1000
+        return OfferRow(
+            hour: o.hour, offeredAt: o.offeredAt.millisecondsSinceEpoch, queueKey: keys.queue(o.queue),
+            mediaKey: keys.media(o.media) ?? 0, outcome: o.outcome, waitMs: o.waitMs, talkMs: o.talkMs,
+            withinSLA: o.outcome == .answered && (o.waitMs ?? .max) <= slaMs,
+            abandonedShort: o.outcome == .abandoned && (o.waitMs ?? .max) <= intervals.shortAbandonMs,
             agentKey: o.agent.map(keys.agent),
             answeredAt: o.outcome == .answered ? o.offeredAt.millisecondsSinceEpoch + (o.waitMs ?? 0) : nil,
             holdMs: o.holdMs)
@@ -259,18 +270,21 @@ struct FactWriter: Sendable {
     static func offerRow(_ r: PostgresRow) throws -> OfferRow {
         OfferRow(
             hour: try r.decode(0, as: PostgresTimestamp.self).millisecondsSinceEpoch,
+            offeredAt: try r.decode(10, as: PostgresTimestamp.self).millisecondsSinceEpoch,
             queueKey: try r.decode(1, as: Int64.self), mediaKey: try r.decode(2, as: Int64.self),
             outcome: try r.decode(3, as: String?.self).flatMap(OfferFact.Outcome.init(rawValue:)),
             waitMs: try r.decode(4, as: Int64?.self), talkMs: try r.decode(5, as: Int64?.self),
-            withinSLA: r[6] == "t", agentKey: try r.decode(7, as: Int64?.self),
+            withinSLA: r[6] == "t", abandonedShort: r[11] == "t", agentKey: try r.decode(7, as: Int64?.self),
             answeredAt: try r.decode(8, as: PostgresTimestamp?.self)?.millisecondsSinceEpoch,
             holdMs: try r.decode(9, as: Int64.self))
     }
 
     static func stateRow(_ r: PostgresRow) throws -> StateRow {
         StateRow(
-            day: try r.decode(0, as: Int64.self) * 1000, agentKey: try r.decode(1, as: Int64.self),
-            state: EventType(rawValue: try r.decode(2, as: String.self)) ?? .agentLogin,
+            day: try r.decode(0, as: Int64.self) * 1000,
+            startedAt: try r.decode(4, as: PostgresTimestamp.self).millisecondsSinceEpoch,
+            agentKey: try r.decode(1, as: Int64.self),
+            state: EventType(rawValue: try r.decode(2, as: String.self)) ?? .agentLogin, reason: r[5],
             durationMs: try r.decode(3, as: Int64?.self))
     }
 }
@@ -381,7 +395,8 @@ extension FactWriter {
             DELETE FROM mart.fact_queue_offer f USING touched_i t
             WHERE NOT t.cached AND f.source = t.source AND f.interaction = t.interaction
             RETURNING f.hour, f.queue_key, COALESCE(f.media_key, 0), f.outcome, f.wait_ms, f.talk_ms, f.within_sla,
-                      f.agent_key, f.answered_at, f.hold_ms
+                      f.agent_key, f.answered_at, f.hold_ms, f.offered_at,
+                      f.outcome = 'abandoned' AND f.wait_ms <= $1
             """
         static let deleteInteractions = """
             DELETE FROM mart.fact_interaction f USING touched_i t
@@ -391,7 +406,7 @@ extension FactWriter {
             DELETE FROM mart.fact_agent_state s USING mart.dim_agent a, touched_a t
             WHERE s.agent_key = a.agent_key AND a.agent = t.agent AND s.started_at >= t.from_ts
             RETURNING extract(epoch FROM s.day)::bigint, s.agent_key, s.state,
-                      (extract(epoch FROM s.ended_at - s.started_at) * 1000)::bigint
+                      (extract(epoch FROM s.ended_at - s.started_at) * 1000)::bigint, s.started_at, s.reason
             """
         static let medias = "SELECT media, media_key FROM mart.dim_media"
         static let queueKeys = """

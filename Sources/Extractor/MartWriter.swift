@@ -94,7 +94,7 @@ struct MartWriter: Sendable {
             events.attrs = keep.map { merged.attrs[$0] }
         }
         if let t = decision.completeThrough {
-            let facts = FactWriter(site: settings.site, slaMs: settings.slaMs)
+            let facts = FactWriter(site: settings.site, reporting: settings.reporting)
             let written = try await facts.write(c, events, through: t, cache: cache, phases: &phases)
             outcome.extracted = written.extracted
             outcome.interactions = written.touched.count

@@ -126,7 +126,8 @@ struct TopologyReader {
         let top = try mapping(
             root, "",
             allowed: [
-                "deployment", "sites", "sources", "collectors", "extractors", "extract", "reporting", "witnesses",
+                "deployment", "sites", "sources", "collectors", "extractors", "extract", "reporting", "retention",
+                "witnesses",
             ],
             required: ["deployment", "sites", "sources", "collectors", "extractors"])
 
@@ -260,17 +261,71 @@ struct TopologyReader {
             }
             if m["interval"] != nil { extract.interval = try number(m["interval"], "extract.interval") }
         }
-        var reporting = Topology.ReportingSettings()
-        if let node = top["reporting"] {
-            let m = try mapping(node, "reporting", allowed: ["sla_seconds"], required: [])
-            if m["sla_seconds"] != nil {
-                reporting.slaSeconds = try int(m["sla_seconds"], "reporting.sla_seconds", min: 0)
-            }
+        let reporting = try readReporting(top["reporting"])
+        var retention = Topology.RetentionSettings()
+        if let node = top["retention"] {
+            let m = try mapping(node, "retention", allowed: ["mart_days"], required: [])
+            if m["mart_days"] != nil { retention.martDays = try int(m["mart_days"], "retention.mart_days", min: 1) }
         }
         let witnesses = try readWitnesses(top["witnesses"], sites: sites, collectors: collectors)
         return Topology(
             deployment: deployment, sites: sites, sources: sources, collectors: collectors, extractors: extractors,
-            extract: extract, reporting: reporting, witnesses: witnesses, baseDirectory: baseDirectory)
+            extract: extract, reporting: reporting, retention: retention, witnesses: witnesses,
+            baseDirectory: baseDirectory)
+    }
+
+    /// `reporting:` SLAs (global and per queue), short abandons, the interval views' zones and
+    /// sub-hour level. Zone names are checked for their form here and against PostgreSQL's
+    /// time-zone database by the extractor, which derives every period from it.
+    func readReporting(_ node: Node?) throws -> Topology.ReportingSettings {
+        var r = Topology.ReportingSettings()
+        guard let node else { return r }
+        let m = try mapping(
+            node, "reporting",
+            allowed: ["sla_seconds", "queues", "short_abandon_seconds", "time_zones", "sub_hour_minutes"], required: [])
+        if m["sla_seconds"] != nil { r.slaSeconds = try int(m["sla_seconds"], "reporting.sla_seconds", min: 0) }
+        if let queues = m["queues"] {
+            guard case .mapping(let qs) = queues else { throw fail("reporting.queues", queues, "must be a mapping") }
+            for (k, v) in qs {
+                let name = try string(k, "reporting.queues")
+                let q = try mapping(v, "reporting.queues.\(name)", allowed: ["sla_seconds"], required: ["sla_seconds"])
+                r.queueSLASeconds[name] = try int(q["sla_seconds"], "reporting.queues.\(name).sla_seconds", min: 0)
+            }
+        }
+        if m["short_abandon_seconds"] != nil {
+            r.shortAbandonSeconds = try int(m["short_abandon_seconds"], "reporting.short_abandon_seconds", min: 0)
+        }
+        if let zones = m["time_zones"] {
+            r.timeZones = []
+            for (i, z) in try sequence(zones, "reporting.time_zones").enumerated() {
+                let p = "reporting.time_zones[\(i)]"
+                let name = try string(z, p)
+                guard Self.isZoneName(name) else {
+                    throw fail(p, z, "must be an IANA time-zone name such as America/New_York (got \"\(name)\")")
+                }
+                if r.timeZones.contains(name) { throw fail(p, z, "\(name) is listed twice") }
+                r.timeZones.append(name)
+            }
+            if r.timeZones.isEmpty {
+                throw fail("reporting.time_zones", zones, "must name at least one zone, e.g. [UTC]")
+            }
+        }
+        if let sub = m["sub_hour_minutes"] {
+            r.subHourMinutes = try int(sub, "reporting.sub_hour_minutes", min: 1)
+            guard [15, 30].contains(r.subHourMinutes) else {
+                throw fail("reporting.sub_hour_minutes", sub, "must be 15 or 30 (got \(r.subHourMinutes))")
+            }
+        }
+        return r
+    }
+
+    /// The form of an IANA zone name: letters, digits and `/_+-`, not starting with `/`.
+    static func isZoneName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, first != 47, s.utf8.count <= 64 else { return false }
+        return s.utf8.allSatisfy { b in
+            (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || (b >= 48 && b <= 57) || b == 47 || b == 95 || b == 43
+                || b == 45
+        }
     }
 
     /// `witnesses: [host:port, …]`: each an address of its own (not a coordinator's or a collector's,
@@ -342,6 +397,16 @@ extension Topology {
         y +=
             "  interval: \(extract.interval == extract.interval.rounded() ? String(Int(extract.interval)) : String(extract.interval))\n"
         y += "reporting:\n  sla_seconds: \(reporting.slaSeconds)\n"
+        if !reporting.queueSLASeconds.isEmpty {
+            y += "  queues:\n"
+            for (name, sla) in reporting.queueSLASeconds.sorted(by: { $0.key < $1.key }) {
+                y += "    \(q(name)): { sla_seconds: \(sla) }\n"
+            }
+        }
+        y += "  short_abandon_seconds: \(reporting.shortAbandonSeconds)\n"
+        y += "  time_zones: [\(reporting.timeZones.map(q).joined(separator: ", "))]\n"
+        y += "  sub_hour_minutes: \(reporting.subHourMinutes)\n"
+        if let days = retention.martDays { y += "retention:\n  mart_days: \(days)\n" }
         if !witnesses.isEmpty {
             y += "witnesses: [\(witnesses.map { q($0.description) }.joined(separator: ", "))]\n"
         }

@@ -9,6 +9,7 @@ public struct Topology: Sendable, Equatable {
     public var extractors: [Extractor]
     public var extract: ExtractSettings
     public var reporting: ReportingSettings
+    public var retention: RetentionSettings
     /// `bcpipe witness run` processes outside every site (CONTRACT 6.4): `dr declare` asks them
     /// whether the failed site still answers before it promotes anything.
     public var witnesses: [HostPort]
@@ -17,7 +18,8 @@ public struct Topology: Sendable, Equatable {
 
     public init(
         deployment: Deployment, sites: [Site], sources: [Source], collectors: [Collector], extractors: [Extractor],
-        extract: ExtractSettings = .init(), reporting: ReportingSettings = .init(), witnesses: [HostPort] = [],
+        extract: ExtractSettings = .init(), reporting: ReportingSettings = .init(),
+        retention: RetentionSettings = .init(), witnesses: [HostPort] = [],
         baseDirectory: String
     ) {
         self.deployment = deployment
@@ -27,6 +29,7 @@ public struct Topology: Sendable, Equatable {
         self.extractors = extractors
         self.extract = extract
         self.reporting = reporting
+        self.retention = retention
         self.witnesses = witnesses
         self.baseDirectory = baseDirectory
     }
@@ -121,8 +124,26 @@ public struct Topology: Sendable, Equatable {
     }
 
     public struct ReportingSettings: Sendable, Equatable {
+        /// The service-level threshold for `answered_within_sla`, seconds.
         public var slaSeconds: Int = 20
+        /// Per-queue overrides of ``slaSeconds`` (`reporting.queues.NAME.sla_seconds`).
+        public var queueSLASeconds: [String: Int] = [:]
+        /// Abandons within this wait are short abandons (counted apart, and in `abandoned`).
+        public var shortAbandonSeconds: Int = 5
+        /// IANA zones the interval views are kept in (PostgreSQL's time-zone database names them).
+        public var timeZones: [String] = ["UTC"]
+        /// The sub-hour level's length: 15 or 30 minutes.
+        public var subHourMinutes: Int = 15
         public init() {}
+
+        /// The SLA of `queue`, seconds.
+        public func slaSeconds(queue: String) -> Int { queueSLASeconds[queue] ?? slaSeconds }
+    }
+
+    public struct RetentionSettings: Sendable, Equatable {
+        /// Events and facts older than this many days leave the mart (nil: kept forever).
+        public var martDays: Int?
+        public init(martDays: Int? = nil) { self.martDays = martDays }
     }
 
     /// The site with this name, if any.

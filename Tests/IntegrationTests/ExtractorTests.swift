@@ -304,9 +304,7 @@ struct ExtractorCrossCheckTests {
         // the same recount the demo and the chaos run reconcile with), row by row.
         let conn = try await rig.mart()
         func dump(_ sql: String, _ binds: [any PostgresBindable] = []) async throws -> [String] {
-            try await conn.query(sql, binds).map { r in
-                (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|")
-            }
+            try await RawEvents.dump(conn, sql, binds)
         }
         let fromRaw = try await dump(ViewRecount.interactions + " ORDER BY source, interaction")
         let fromMart = try await dump(
@@ -319,7 +317,7 @@ struct ExtractorCrossCheckTests {
         let differing = zip(fromRaw, fromMart).filter { $0 != $1 }
         #expect(differing.isEmpty, "first differences: \(differing.prefix(3))")
         let hourlyRaw = try await dump(
-            ViewRecount.queueHourly + " ORDER BY hour, queue, media", [rig.settings.slaMs])
+            ViewRecount.queueHourly + " ORDER BY hour, queue, media", [rig.settings.slaMs, "{}"])
         let hourlyMart = try await dump("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
         #expect(hourlyRaw == hourlyMart, "raw: \(hourlyRaw.prefix(3)) mart: \(hourlyMart.prefix(3))")
         await conn.close()
@@ -483,6 +481,45 @@ struct PurgeTests {
 /// (not through the transform's code, not from the mart's event layer), for a stream with an
 /// outage past the stuck threshold, its backfill, and batches posted out of order.
 @Suite("The five views from the raw events", .serialized)
+/// The events a test sent, loaded as they were sent into a table of the mart (`raw.lines`) for
+/// recounts that read nothing else.
+enum RawEvents {
+    /// Loads `lines` and returns a query of their non-heartbeat events with `mart.event`'s columns.
+    static func load(_ lines: [String], into conn: PostgresConnection) async throws -> String {
+        try await conn.execute(
+            "DROP SCHEMA IF EXISTS raw CASCADE; CREATE SCHEMA raw; CREATE TABLE raw.lines (j jsonb);")
+        let body = Array(lines.joined(separator: "\n").utf8) + [10]
+        _ = try await conn.run { c in
+            try c.copyIn("COPY raw.lines FROM STDIN (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')") { sink in
+                try sink.write(body)
+            }
+        }
+        return """
+            SELECT j->>'source' AS source, (j->>'seq')::bigint AS seq, (j->>'ts')::timestamptz AS ts, j->>'type' AS type,
+                   j->>'interaction' AS interaction, j->>'media' AS media, j->>'direction' AS direction,
+                   j->>'queue' AS queue, j->>'agent' AS agent, j->>'reason' AS reason
+            FROM raw.lines WHERE j->>'type' <> 'heartbeat'
+            """
+    }
+
+    /// Each row as one string of its columns' text (NULL as ∅).
+    static func dump(_ conn: PostgresConnection, _ sql: String, _ binds: [any PostgresBindable] = []) async throws
+        -> [String]
+    {
+        try await conn.query(sql, binds).map { r in
+            (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|")
+        }
+    }
+
+    static func field(_ line: String, _ key: String) -> String? {
+        (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?[key].map { "\($0)" }
+    }
+
+    static func ms(_ line: String) -> Int64 {
+        EventModel.Timestamp(rfc3339: field(line, "ts") ?? "")?.millisecondsSinceEpoch ?? 0
+    }
+}
+
 struct FiveViewsTests {
     /// Catches any rule of CONTRACT 5 the transform gets wrong (hold, talk, offers, media, SLA,
     /// agent intervals — with hand-made interactions at the rules' edges: the transform before
@@ -499,12 +536,8 @@ struct FiveViewsTests {
         ])
         #expect(gen.status == 0, "\(gen.text)")
         var lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
-        func field(_ line: String, _ key: String) -> String? {
-            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?[key].map { "\($0)" }
-        }
-        func ms(_ line: String) -> Int64 {
-            EventModel.Timestamp(rfc3339: field(line, "ts") ?? "")?.millisecondsSinceEpoch ?? 0
-        }
+        let field = RawEvents.field
+        let ms = RawEvents.ms
         // Interactions at the edges of CONTRACT 5 the generator never makes: no created event
         // (media NULL, never guessed); a hold across a transfer and a new offer (it runs until
         // retrieved); a second queued without a transfer (talk goes on).
@@ -552,6 +585,7 @@ struct FiveViewsTests {
         let clock = TestClock(start: 1_795_255_200_000)
         var settings = rig.settings
         settings.clock = { clock.now }
+        settings.reporting.queueSLASeconds = ["billing": 35]  // a queue's own SLA (CONTRACT 5)
         let extractor = Extractor(settings: settings, logger: rig.lab.logger)
         func cycles() async throws {
             for _ in 0..<20 where try await extractor.cycle().extracted > 0 {}
@@ -583,26 +617,9 @@ struct FiveViewsTests {
 
         // The raw events, as sent, in a table of their own; the recount reads nothing else.
         let conn = try await rig.mart()
-        try await conn.execute(
-            """
-            DROP SCHEMA IF EXISTS raw CASCADE; CREATE SCHEMA raw; CREATE TABLE raw.lines (j jsonb);
-            """)
-        let body = Array(lines.joined(separator: "\n").utf8) + [10]
-        _ = try await conn.run { c in
-            try c.copyIn("COPY raw.lines FROM STDIN (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')") { sink in
-                try sink.write(body)
-            }
-        }
-        let raw = """
-            SELECT j->>'source' AS source, (j->>'seq')::bigint AS seq, (j->>'ts')::timestamptz AS ts, j->>'type' AS type,
-                   j->>'interaction' AS interaction, j->>'media' AS media, j->>'direction' AS direction,
-                   j->>'queue' AS queue, j->>'agent' AS agent, j->>'reason' AS reason
-            FROM raw.lines WHERE j->>'type' <> 'heartbeat'
-            """
+        let raw = try await RawEvents.load(lines, into: conn)
         func dump(_ sql: String, _ binds: [any PostgresBindable] = []) async throws -> [String] {
-            try await conn.query(sql, binds).map { r in
-                (0..<r.rows.columns.count).map { r[$0] ?? "∅" }.joined(separator: "|")
-            }
+            try await RawEvents.dump(conn, sql, binds)
         }
         let views: [(String, String, String, [any PostgresBindable])] = [
             (
@@ -614,7 +631,8 @@ struct FiveViewsTests {
             ),
             (
                 "queue_hourly", ViewRecount.queueHourly(over: raw) + " ORDER BY hour, queue, media",
-                "SELECT * FROM report.queue_hourly ORDER BY hour, queue, media", [settings.slaMs]
+                "SELECT * FROM report.queue_hourly ORDER BY hour, queue, media",
+                [settings.slaMs, ViewRecount.slaJSON(["billing": 35_000])]
             ),
             (
                 "agent_daily",

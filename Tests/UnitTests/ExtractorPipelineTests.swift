@@ -105,9 +105,9 @@ struct ExtractorPipelineTests {
     /// must move nothing.
     @Test func deltasOfTheSameRowsCancel() {
         let o = OfferRow(
-            hour: 3_600_000, queueKey: 1, mediaKey: 0, outcome: .answered, waitMs: 5, talkMs: 7, withinSLA: true,
-            agentKey: 3, answeredAt: 3_600_005, holdMs: 2)
-        let s = StateRow(day: 0, agentKey: 3, state: .agentReady, durationMs: 100)
+            hour: 3_600_000, offeredAt: 3_600_000, queueKey: 1, mediaKey: 0, outcome: .answered, waitMs: 5, talkMs: 7,
+            withinSLA: true, abandonedShort: false, agentKey: 3, answeredAt: 3_600_005, holdMs: 2)
+        let s = StateRow(day: 0, startedAt: 10, agentKey: 3, state: .agentReady, durationMs: 100)
         var d = AggregateDeltas()
         d.add(o, sign: 1)
         d.add(s, sign: 1)
@@ -118,6 +118,35 @@ struct ExtractorPipelineTests {
         #expect(AggregateDeltas.floorDay(86_400_000 + 5) == 86_400_000)
     }
 
+    /// Catches interval deltas in the wrong quarter (a period boundary off by one), a longest
+    /// wait taken back that is not reported as lost, logged-in time that counts logged-out
+    /// intervals, and not-ready time under another reason.
+    @Test func intervalDeltasKeepQuartersMaximaAndReasons() {
+        var d = IntervalDeltas()
+        let q = IntervalDeltas.quarter(1_800_000 + 899_999)
+        #expect(q == 1_800_000 && IntervalDeltas.quarter(-1) == -900_000)
+        let held = OfferRow(
+            hour: 0, offeredAt: 1_800_000 + 10, queueKey: 1, mediaKey: 1, outcome: .answered, waitMs: 500, talkMs: 7,
+            withinSLA: false, abandonedShort: false, agentKey: 3, answeredAt: 1_800_510, holdMs: 0)
+        var now = held
+        now.waitMs = 10
+        now.answeredAt = 1_800_020
+        d.add(held, sign: -1)
+        d.add(now, sign: 1)
+        let key = IntervalDeltas.QueueKey(quarter: 1_800_000, queueKey: 1, mediaKey: 1)
+        #expect(d.queues[key]?.removedMaxWait == 500 && d.queues[key]?.addedMaxWait == 10)
+        #expect(d.queues[key]?.offered == 0 && d.queues[key]?.waitSum == -490)
+        for (state, reason) in [(EventType.agentNotReady, "break"), (.agentNotReady, nil), (.agentLogout, nil)] {
+            d.add(
+                StateRow(day: 0, startedAt: 1_800_100, agentKey: 3, state: state, reason: reason, durationMs: 1_000),
+                sign: 1)
+        }
+        let agent = d.agents[IntervalDeltas.AgentKey(quarter: 1_800_000, agentKey: 3)]
+        #expect(agent?.notReadyMs == 2_000 && agent?.loggedInMs == 2_000 && agent?.answered == 0)
+        #expect(d.notReady[.init(quarter: 1_800_000, agentKey: 3, reason: "break")] == .init(intervals: 1, ms: 1_000))
+        #expect(d.notReady[.init(quarter: 1_800_000, agentKey: 3, reason: "")] == .init(intervals: 1, ms: 1_000))
+    }
+
     /// Catches a cycle that rewrites rows that did not change, inserts a row the mart already
     /// holds (a duplicate offer), or updates an offer without moving the aggregates by the
     /// difference (an answered offer counted as still waiting, or twice).
@@ -125,8 +154,9 @@ struct ExtractorPipelineTests {
         let key = InteractionCache.Key(source: "s", interaction: "i")
         let row = { (o: OfferFact) in
             OfferRow(
-                hour: o.hour, queueKey: 1, mediaKey: 1, outcome: o.outcome, waitMs: o.waitMs, talkMs: o.talkMs,
-                withinSLA: false, agentKey: o.agent == nil ? nil : 9,
+                hour: o.hour, offeredAt: o.offeredAt.millisecondsSinceEpoch, queueKey: 1, mediaKey: 1,
+                outcome: o.outcome, waitMs: o.waitMs, talkMs: o.talkMs, withinSLA: false, abandonedShort: false,
+                agentKey: o.agent == nil ? nil : 9,
                 answeredAt: o.outcome == .answered ? o.offeredAt.millisecondsSinceEpoch + (o.waitMs ?? 0) : nil,
                 holdMs: o.holdMs)
         }

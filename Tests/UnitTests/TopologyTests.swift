@@ -33,6 +33,13 @@ struct TopologyTests {
           interval: 1                     # seconds between extraction cycles at most
         reporting:
           sla_seconds: 20                 # service-level threshold for answered_within_sla
+          queues:                         # optional per-queue overrides
+            billing: { sla_seconds: 30 }
+          short_abandon_seconds: 5        # abandons within this wait are short abandons (counted apart)
+          time_zones: [UTC, America/New_York]   # IANA zones the interval views are kept in; default [UTC]
+          sub_hour_minutes: 15            # 15 or 30: the sub-hour level (Info Mart's sub-hour interval)
+        retention:
+          mart_days: 400                  # events and facts older than this leave the mart, a whole partition at a time
         """
 
     @Test func parsesTheContractExample() throws {
@@ -48,6 +55,10 @@ struct TopologyTests {
         #expect(t.extract.dataStuckThreshold == 28_800)
         #expect(t.extract.lateData == .discard)
         #expect(t.reporting.slaSeconds == 20)
+        #expect(t.reporting.slaSeconds(queue: "billing") == 30 && t.reporting.slaSeconds(queue: "sales") == 20)
+        #expect(t.reporting.shortAbandonSeconds == 5 && t.reporting.subHourMinutes == 15)
+        #expect(t.reporting.timeZones == ["UTC", "America/New_York"])
+        #expect(t.retention.martDays == 400)
         #expect(t.databases(atSite: "site1") == ["idb_site1_a", "idb_site2_b", "mart"])
         #expect(t.witnesses == [HostPort(host: "127.0.0.1", port: 7909)])
     }
@@ -97,7 +108,24 @@ struct TopologyTests {
                 == "extract.data_stuck_threshold: must be an integer ≥ 1")
         #expect(
             error(replacing: "sla_seconds: 20", with: "sla_secs: 20")
-                == "reporting.sla_secs: unknown key; expected one of sla_seconds")
+                == "reporting.sla_secs: unknown key; expected one of sla_seconds, queues, short_abandon_seconds, time_zones, sub_hour_minutes"
+        )
+        #expect(
+            error(replacing: "sub_hour_minutes: 15", with: "sub_hour_minutes: 20")
+                == "reporting.sub_hour_minutes: must be 15 or 30 (got 20)")
+        #expect(
+            error(replacing: "time_zones: [UTC, America/New_York]", with: "time_zones: [UTC, \"New York\"]")
+                == "reporting.time_zones[1]: must be an IANA time-zone name such as America/New_York (got \"New York\")"
+        )
+        #expect(
+            error(replacing: "time_zones: [UTC, America/New_York]", with: "time_zones: [UTC, UTC]")
+                == "reporting.time_zones[1]: UTC is listed twice")
+        #expect(
+            error(replacing: "billing: { sla_seconds: 30 }", with: "billing: { sla: 30 }")
+                == "reporting.queues.billing.sla: unknown key; expected one of sla_seconds")
+        #expect(
+            error(replacing: "mart_days: 400", with: "mart_days: 0")
+                == "retention.mart_days: must be an integer ≥ 1")
         #expect(
             error(replacing: "{ name: site2/voice, site: site2 }", with: "{ name: site1/voice, site: site2 }")
                 == "sources[1].name: source \"site1/voice\" is defined twice")
