@@ -61,7 +61,26 @@ public struct DeploymentStatus: Codable, Sendable {
         public var extractorCompleteThrough: String?
         public var extractorCycles: Int64?
         public var sources: [SourceStatus] = []
+        /// The zones and levels the mart keeps its interval views in (CONTRACT 5.1); nil until its
+        /// extractor has built them.
+        public var intervalViews: IntervalViews?
     }
+
+    public struct IntervalViews: Codable, Sendable, Equatable {
+        public var timeZones: [String]
+        public var subHourMinutes: Int
+        public var levels: [String] { ["sub_hour", "hour", "day", "week", "month"] }
+
+        /// `sub-hour (15 min), hour, day, week, month in UTC, America/New_York`
+        public var summary: String {
+            "sub-hour (\(subHourMinutes) min), hour, day, week, month in \(timeZones.joined(separator: ", "))"
+        }
+
+        enum CodingKeys: String, CodingKey { case timeZones, subHourMinutes }
+    }
+
+    /// The reporting mart's interval views, as it says.
+    public var intervalViews: IntervalViews? { sites.first { $0.name == reportingSite }?.intervalViews }
 
     public struct CollectorStatus: Codable, Sendable {
         public var name: String
@@ -179,6 +198,13 @@ public struct DeploymentStatus: Codable, Sendable {
                             source: try r.decode(0, as: String.self), state: try r.decode(1, as: String.self),
                             completeThrough: r[2], lagSeconds: try r.decode(3, as: Double?.self)))
                 }
+                if let r = try await conn.query(
+                    "SELECT array_to_string(time_zones, ','), sub_hour_minutes FROM mart.interval_settings"
+                ).first {
+                    status.intervalViews = IntervalViews(
+                        timeZones: (r[0] ?? "").split(separator: ",").map(String.init),
+                        subHourMinutes: try r.decode(1, as: Int.self))
+                }
                 status.reachable = true
             } catch {
                 status.error = "\(error)"
@@ -216,6 +242,7 @@ public struct DeploymentStatus: Codable, Sendable {
                 }
                 for f in s.following { out.append("    \(f.description)") }
                 if !s.retired.isEmpty { out.append("    retired: \(s.retired.joined(separator: ", "))") }
+                if let v = s.intervalViews { out.append("    interval views: \(v.summary)") }
                 for src in s.sources {
                     out.append(
                         "    source \(src.source): \(src.state), complete through \(src.completeThrough ?? "-")\(src.lagSeconds.map { String(format: ", lag %.1f s", $0) } ?? "")"

@@ -21,6 +21,7 @@ extension DeploymentStatus {
             ("phase", phase ?? "?", phase == "normal" ? "ok" : "warn"), ("mode", mode, ""),
             ("epoch", epoch.map(String.init) ?? "?", ""),
             ("reporting mart", reporting, reportingSite == nil ? "bad" : ""),
+            ("interval views", intervalViews?.summary ?? "not built yet", ""),
         ] {
             h.raw(#"<div id="\#(k.replacingOccurrences(of: " ", with: "-"))" class="\#(cls)">"#)
             h.element("dt", k)

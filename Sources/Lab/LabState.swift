@@ -116,8 +116,17 @@ public struct LabState: Codable, Sendable, Equatable {
         extract.lateData = lateData
         return Topology(
             deployment: .init(name: "bcpipe-lab", mode: mode), sites: topoSites, sources: sources,
-            collectors: collectors, extractors: extractors, extract: extract, reporting: .init(),
+            collectors: collectors, extractors: extractors, extract: extract, reporting: Self.reporting,
             witnesses: [HostPort(host: "127.0.0.1", port: witnessPort)], baseDirectory: directory)
+    }
+
+    /// The lab reports like CONTRACT 3's example: billing has its own SLA, and the interval
+    /// views are kept in UTC and in New York's time.
+    static var reporting: Topology.ReportingSettings {
+        var r = Topology.ReportingSettings()
+        r.queueSLASeconds = ["billing": 30]
+        r.timeZones = ["UTC", "America/New_York"]
+        return r
     }
 
     public static func load(directory: String) throws -> LabState? {

@@ -61,6 +61,23 @@ public actor PostgresConnection {
         return connection
     }
 
+    /// Opens a connection, runs `body` with it and closes it, whether `body` returns or throws
+    /// (a scoped connection: nothing left to a detached cleanup that may never run).
+    public static func with<T: Sendable>(
+        _ configuration: PostgresConfiguration, logger: Logger = Logger(label: "bcpipe.postgres"),
+        _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let connection = try await connect(configuration, logger: logger)
+        do {
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
     private func open() throws {
         let params = configuration.connectParameters
         let keys = params.map { strdup($0.0) }

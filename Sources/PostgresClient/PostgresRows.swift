@@ -9,6 +9,8 @@ public final class PostgresRows: @unchecked Sendable, RandomAccessCollection {
     private let result: OpaquePointer
     /// Column names in order.
     public let columns: [String]
+    /// Each column's type (its `pg_type` OID), in order.
+    public let columnTypes: [UInt32]
     public let count: Int
     /// Rows inserted, updated, deleted or copied by the statement (0 when it reports none).
     public let affectedRows: Int
@@ -17,6 +19,7 @@ public final class PostgresRows: @unchecked Sendable, RandomAccessCollection {
         self.result = result
         count = Int(PQntuples(result))
         columns = (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) }
+        columnTypes = (0..<PQnfields(result)).map { UInt32(PQftype(result, $0)) }
         affectedRows = Int(String(cString: PQcmdTuples(result))) ?? 0
     }
 

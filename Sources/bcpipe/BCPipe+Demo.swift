@@ -71,16 +71,34 @@ extension BCPipe {
         /// Each line as it happens, unbuffered also through a pipe or into a file.
         static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
+        /// The closing report: queue-hourly (UTC), and today's 15-minute intervals in the
+        /// topology's second zone (CONTRACT 5.1) when it keeps one.
         static func printQueueHourly(_ lab: LocalLab) async throws {
             let topology = try Topology.load(path: lab.topologyPath)
             guard let site = await ControlState.reportingSite(topology) else { return }
-            let conn = try await PostgresConnection.connect(
-                PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase))
-            let rows = try await conn.query("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
-            await conn.close()
+            let zone = topology.reporting.timeZones.last ?? "UTC"
+            let (hourly, intervals) = try await PostgresConnection.with(
+                PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+            ) { conn in
+                let hourly = try await conn.query("SELECT * FROM report.queue_hourly ORDER BY hour, queue, media")
+                _ = try await conn.query("SELECT set_config('TimeZone', $1, false)", [zone])
+                let intervals = try await conn.query(
+                    """
+                    SELECT period_start, queue, media, offered, answered, abandoned, abandoned_short,
+                           answered_within_sla, avg_wait_ms, max_wait_ms, avg_talk_ms
+                    FROM report.queue_intervals WHERE time_zone = $1 AND level = 'sub_hour'
+                      AND period_start >= date_trunc('day', now(), $1) ORDER BY period_start, queue, media
+                    """, [zone])
+                return (hourly, intervals)
+            }
             Self.say("")
             Self.say("== report queue-hourly (\(site.name)/mart)")
-            Self.say(BCPipe.Report.render(rows, .table))
+            Self.say(BCPipe.Report.render(hourly, .table))
+            Self.say("")
+            Self.say(
+                "== report queue-intervals --level sub_hour --tz \(zone) (today's \(topology.reporting.subHourMinutes)-minute intervals)"
+            )
+            Self.say(BCPipe.Report.render(intervals, .table))
         }
     }
 }

@@ -33,6 +33,9 @@ struct DemoTests {
         #expect(out.text.contains("during the cut: refused (witness-reaches-failed-site)"), "\(out.text)")
         #expect(out.text.contains("lost 0 · miscounted 0 · unexpected 0"))
         #expect(out.text.contains("== report queue-hourly"))
+        // The second zone's sub-hour intervals, their times in that zone (CONTRACT 5.1).
+        #expect(out.text.contains("== report queue-intervals --level sub_hour --tz America/New_York"))
+        #expect(out.text.contains("-05  ") || out.text.contains("-04  "), "period starts in New York time")
         #expect(out.text.contains("lab stopped; no process left"))
         // No process of the lab is left.
         let left = try await Processes.output(["/usr/bin/pgrep", "-f", dir])

@@ -171,6 +171,31 @@ struct IntervalViewsTests {
                 "11-02T18:45|01-01T00:10|5117040000|0|0",
             ], "\(sessions)")
 
+        // The command line, as a reporting team runs it: numbers as numbers, times in RFC 3339
+        // with the zone's offset; a level or a zone the mart does not keep refused by name.
+        var topology = try Topology.load(path: rig.lab.topologyPath(site: "site1"))
+        topology.reporting = settings.reporting
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("intervals-\(getpid()).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        try topology.yaml().write(toFile: config, atomically: true, encoding: .utf8)
+        let report = [TestLab.executable, "report", "queue-intervals", "--config", config, "--site", "site1"]
+        let out = try await Processes.output(
+            report + [
+                "--tz", "America/New_York", "--level", "day", "--format", "json", "--from", "2026-11-01T00:00:00-04:00",
+                "--to", "2026-11-02T00:00:00-05:00",
+            ])
+        #expect(out.status == 0, "\(out.text)")
+        let rows = try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [[String: Any]] ?? []
+        let ny = rows.first { $0["queue"] as? String == "edge-ny" }
+        #expect(ny?["period_start"] as? String == "2026-11-01T00:00:00-04:00", "\(String(describing: ny))")
+        #expect(ny?["offered"] as? Int == 1 && ny?["avg_wait_ms"] as? Int == 25_000, "\(String(describing: ny))")
+        #expect(ny?["media"] as? String == "voice" && rows.allSatisfy { $0["level"] as? String == "day" })
+        let badLevel = try await Processes.output(report + ["--level", "minute"])
+        #expect(badLevel.status == 2 && badLevel.text.contains("--level minute: must be one of sub_hour, hour, day"))
+        let badZone = try await Processes.output(report + ["--tz", "Europe/Paris"])
+        #expect(
+            badZone.status == 2 && badZone.text.contains("add Europe/Paris to reporting.time_zones"), "\(badZone.text)")
+
         // Other zones and a 30-minute sub-hour: the extractor rebuilds the aggregates from the
         // facts, and they agree with the recount as the cycles' did.
         settings.reporting.timeZones = ["UTC", "Asia/Kathmandu"]

@@ -36,7 +36,11 @@ struct StatusPageTests {
         ])
         let json = try JSONSerialization.jsonObject(with: Data(status.text.utf8)) as? [String: Any] ?? [:]
         try await CollectorTests.waitUntil("the standby follows the active mart", timeout: 120) {
-            try await Self.get(page).1.contains("following via bcpipe_site2: all 14 tables synchronised")
+            try await Self.get(page).1.contains("following via bcpipe_site2: all 18 tables synchronised")
+        }
+        // Which zones and levels the reporting mart keeps its interval views in (CONTRACT 5.1).
+        try await CollectorTests.waitUntil("the interval views are built", timeout: 60) {
+            try await Self.get(page).1.contains("sub-hour (15 min), hour, day, week, month in UTC, America/New_York")
         }
         let (code, html) = try await Self.get(page)
         #expect(code == 200)
