@@ -2,6 +2,7 @@ import EventModel
 import Foundation
 import Logging
 import PostgresClient
+import Topology
 
 /// Info Mart's role for one site, as a pipeline run once per cycle:
 ///
@@ -27,6 +28,8 @@ public actor Extractor {
     private var cache = InteractionCache()
     private var prefetched: Prefetch?
     private var lastIdleLog: (Idle, Date)?
+    /// When the mart's partitions were last made ahead and its old ones purged.
+    private var lastMaintenance: Date?
 
     public init(settings: ExtractorSettings, logger: Logger) {
         self.settings = settings
@@ -212,6 +215,9 @@ public actor Extractor {
     /// `interval` has passed.
     public func run() async throws {
         while !Task.isCancelled {
+            if lastMaintenance.map({ Date().timeIntervalSince($0) >= settings.maintenanceInterval }) ?? true {
+                await maintain()
+            }
             var busy = false
             do {
                 let r = try await cycle()
@@ -226,6 +232,31 @@ public actor Extractor {
                 if let m = mart, await !m.isOpen { mart = nil }
             }
             if !busy { await waitForNews() }
+        }
+    }
+
+    /// The mart's retention, whatever this extractor's role (a standby's mart has partitions of
+    /// its own): partitions made months ahead, and with `retention.mart_days` those older dropped
+    /// whole — not under a purge hold or during a return to normal, which the mart refuses.
+    func maintain() async {
+        do {
+            let mart = try await martConnection()
+            let made = try await MartRetention.ensurePartitions(mart)
+            if made > 0 { logger.notice("mart partitions made ahead", metadata: ["partitions": "\(made)"]) }
+            if let days = settings.retention.martDays {
+                let dropped = try await MartRetention.purge(mart, martDays: days, dryRun: false)
+                for d in dropped {
+                    logger.notice(
+                        "mart partition purged (retention.mart_days)",
+                        metadata: ["partition": "\(d.partition)", "before": "\(d.upperBound)", "days": "\(days)"])
+                }
+            }
+            lastMaintenance = Date()
+        } catch let refusal as SafetyRefusal {
+            lastMaintenance = Date()
+            logger.notice("mart purge put off", metadata: ["reason": "\(refusal.message)"])
+        } catch {
+            logger.warning("mart maintenance failed; retrying with the next cycle", metadata: ["error": "\(error)"])
         }
     }
 

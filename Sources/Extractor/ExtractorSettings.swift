@@ -33,6 +33,8 @@ public struct ExtractorSettings: Sendable {
     /// Log each cycle's phases (read, events, facts, aggregates…) with their times.
     public var logPhases = false
     public var timeouts = Timeouts()
+    /// Seconds between the mart's retention runs (partitions made ahead, old ones purged).
+    public var maintenanceInterval: Double = 86_400
 
     /// Every network wait of the extractor has a limit.
     public struct Timeouts: Sendable {

@@ -203,7 +203,7 @@ struct FactWriter: Sendable {
                 key(f.firstQueue.map(keys.queue)), key(f.lastQueue.map(keys.queue)), key(f.agent.map(keys.agent)),
                 f.createdAt.map { String($0.rfc3339.prefix(10)).replacingOccurrences(of: "-", with: "") },
                 ts(f.createdAt), ts(f.answeredAt), ts(f.endedAt), f.outcome.rawValue, f.waitMs.map(String.init),
-                String(f.talkMs), String(f.holdMs), String(f.transfers),
+                String(f.talkMs), String(f.holdMs), String(f.transfers), f.firstAt.rfc3339,
             ]
         }
         func offer(_ o: OfferFact, _ row: OfferRow) -> [String?] {
@@ -430,7 +430,7 @@ extension FactWriter {
         static let copyInteractions = """
             COPY mart.fact_interaction (source, interaction, site, media_key, direction, first_queue_key, last_queue_key,
                 agent_key, created_date_key, created_at, answered_at, ended_at, outcome, wait_ms, talk_ms, hold_ms,
-                transfers) FROM STDIN
+                transfers, first_at) FROM STDIN
             """
         static let copyOffers = """
             COPY mart.fact_queue_offer (source, seq, interaction, queue_key, media_key, offered_at, hour, outcome, wait_ms,
@@ -439,16 +439,17 @@ extension FactWriter {
         static let copyInteractionUpdates = """
             COPY interaction_upd (source, interaction, site, media_key, direction, first_queue_key, last_queue_key,
                 agent_key, created_date_key, created_at, answered_at, ended_at, outcome, wait_ms, talk_ms, hold_ms,
-                transfers) FROM STDIN
+                transfers, first_at) FROM STDIN
             """
-        /// In place: the keys stay, so a row with room on its page is updated without its indexes.
+        /// In place: the keys stay, so a row with room on its page is updated without its indexes
+        /// (a row whose first event changed moves to that event's partition).
         static let updateInteractions = """
             ANALYZE interaction_upd;
             UPDATE mart.fact_interaction f SET site = u.site, media_key = u.media_key, direction = u.direction,
                 first_queue_key = u.first_queue_key, last_queue_key = u.last_queue_key, agent_key = u.agent_key,
                 created_date_key = u.created_date_key, created_at = u.created_at, answered_at = u.answered_at,
                 ended_at = u.ended_at, outcome = u.outcome, wait_ms = u.wait_ms, talk_ms = u.talk_ms,
-                hold_ms = u.hold_ms, transfers = u.transfers
+                hold_ms = u.hold_ms, transfers = u.transfers, first_at = u.first_at
             FROM interaction_upd u WHERE f.source = u.source AND f.interaction = u.interaction
             """
         static let copyOfferUpdates = """
@@ -461,7 +462,7 @@ extension FactWriter {
                 offered_at = u.offered_at, hour = u.hour, outcome = u.outcome, wait_ms = u.wait_ms,
                 talk_ms = u.talk_ms, within_sla = u.within_sla, agent_key = u.agent_key, answered_at = u.answered_at,
                 hold_ms = u.hold_ms
-            FROM offer_upd u WHERE f.source = u.source AND f.seq = u.seq
+            FROM offer_upd u WHERE f.source = u.source AND f.seq = u.seq AND f.offered_at = u.offered_at
             """
         static let deleteOfferSeqs = "DELETE FROM mart.fact_queue_offer WHERE source = $1 AND seq = ANY($2::bigint[])"
         static let copyStates =

@@ -19,6 +19,8 @@ public struct InteractionFact: Sendable, Equatable {
     public var talkMs: Int64
     public var holdMs: Int64
     public var transfers: Int
+    /// When its first event (by seq) happened: the row's partition of `mart.fact_interaction`.
+    public var firstAt: Timestamp
 
     public enum Outcome: String, Sendable, Equatable {
         case answered, abandoned, unanswered, open
@@ -62,7 +64,7 @@ public enum InteractionTransform {
         var fact = InteractionFact(
             source: first.source, interaction: id, media: nil, direction: nil, firstQueue: nil, lastQueue: nil,
             agent: nil, createdAt: nil, answeredAt: nil, endedAt: nil, outcome: .open, waitMs: nil, talkMs: 0,
-            holdMs: 0, transfers: 0)
+            holdMs: 0, transfers: 0, firstAt: first.ts)
         var offers: [OfferFact] = []
         var firstQueuedAt: Timestamp?
         var firstResolution: Timestamp?

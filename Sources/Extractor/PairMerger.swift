@@ -66,7 +66,7 @@ struct PairMerger: Sendable {
     static let insertNew = """
         INSERT INTO mart.event (\(EventRows.columns), transformed)
         SELECT \(EventRows.columns), transformed FROM event_staging
-        ON CONFLICT (source, seq) DO NOTHING
+        ON CONFLICT (source, seq, ts) DO NOTHING
         """
 
     /// Writes `merged` into `mart.event` in the caller's transaction, each event marked

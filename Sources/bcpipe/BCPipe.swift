@@ -12,7 +12,7 @@ struct BCPipe: AsyncParsableCommand {
         subcommands: [
             Demo.self, LabCommand.self, DB.self, Status.self, QueueCommand.self, CollectorCommand.self,
             ExtractorCommand.self, CoordinatorCommand.self, WitnessCommand.self, DR.self, RTN.self, Switchover.self,
-            Report.self, IDBCommand.self, Gen.self, Chaos.self,
+            Report.self, IDBCommand.self, MartCommand.self, Gen.self, Chaos.self,
         ])
 
     /// Exit codes of CONTRACT 4.
