@@ -287,8 +287,9 @@ public struct ReturnToNormal: Sendable {
         // Progress and time left by table size (bytes of heap): cheap to know, and what the copy costs.
         var sizes: [String: Double] = [:]
         for table in Replication.tables {
-            sizes[table] = try await source.query("SELECT pg_relation_size($1::regclass)::float8", [table])[0].decode(
-                0, as: Double.self)
+            sizes[table] = try await source.query(
+                "SELECT COALESCE(sum(pg_relation_size(relid)), 0)::float8 FROM pg_partition_tree($1::regclass)", [table]
+            )[0].decode(0, as: Double.self)
         }
         let totalBytes = max(1, sizes.values.reduce(0, +))
 
@@ -311,12 +312,15 @@ public struct ReturnToNormal: Sendable {
                 """
                 set -o pipefail
                 "$BIN/pg_dump" --dbname="$SRC" --snapshot="$SNAP" --data-only --no-owner --no-privileges --table="$TABLE" \
+                  --load-via-partition-root \
                   | "$BIN/psql" -q -X -v ON_ERROR_STOP=1 --dbname="$DST"
                 """,
                 environment: [
                     "BIN": bin, "SRC": "\(activeSite.postgres) dbname=mart\(role)",
                     "DST": "\(newSite.postgres) dbname=mart\(role)",
-                    "SNAP": snapshot, "TABLE": table,
+                    // A partitioned table's rows are in its partitions: they are dumped too
+                    // and loaded through the root, into the target's own partitions.
+                    "SNAP": snapshot, "TABLE": Replication.partitioned.contains(table) ? table + "*" : table,
                 ])
             guard out.status == 0 else {
                 await replication.close()

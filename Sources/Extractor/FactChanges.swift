@@ -10,6 +10,9 @@ struct FactChanges: Sendable {
 
     var insertInteractions: [InteractionFact] = []
     var updateInteractions: [InteractionFact] = []
+    /// Interactions whose first event changed (an earlier one arrived late): their row belongs in
+    /// another partition of `mart.fact_interaction`, so it is deleted and inserted again.
+    var movedInteractions: [Key] = []
     var insertOffers: [(OfferFact, OfferRow)] = []
     var updateOffers: [(OfferFact, OfferRow)] = []
     /// Offers the mart holds that the recomputation no longer has (never seen: an offer is a
@@ -38,6 +41,9 @@ struct FactChanges: Sendable {
         var now = InteractionCache.Facts()
         now.interaction = fact
         if held.interaction == nil {
+            insertInteractions.append(fact)
+        } else if held.interaction?.firstAt != fact.firstAt {
+            movedInteractions.append(key)
             insertInteractions.append(fact)
         } else if held.interaction != fact {
             updateInteractions.append(fact)

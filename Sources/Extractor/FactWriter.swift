@@ -56,6 +56,10 @@ struct FactWriter: Sendable {
             guard let e = try IDBReader.event(row), let interaction = e.interaction else { continue }
             written.readBack[Key(source: e.source, interaction: interaction)]?.append(e)
         }
+        // Only what the mart holds has facts to replace: the interactions it had events of.
+        try copy(
+            c, SQL.copyHeldInteractions,
+            written.readBack.filter { !$0.value.isEmpty }.keys.map { [$0.source, $0.interaction] })
         phases.lap("read back")
 
         written.extracted = try PairMerger.insert(merged, into: c, completeThrough: t)
@@ -214,6 +218,14 @@ struct FactWriter: Sendable {
                 row.answeredAt.map { Timestamp(millisecondsSinceEpoch: $0).rfc3339 }, String(o.holdMs),
             ]
         }
+        if !changes.movedInteractions.isEmpty {
+            try await c.query(
+                SQL.deleteInteractionKeys,
+                [
+                    PostgresArray.text(changes.movedInteractions.map(\.source)),
+                    PostgresArray.text(changes.movedInteractions.map(\.interaction)),
+                ])
+        }
         try copy(c, SQL.copyInteractions, changes.insertInteractions.map(interaction))
         if !changes.updateInteractions.isEmpty {
             try copy(c, SQL.copyInteractionUpdates, changes.updateInteractions.map(interaction))
@@ -346,6 +358,7 @@ extension FactWriter {
             SET LOCAL jit = off;
             CREATE TEMP TABLE IF NOT EXISTS touched_i (source text, interaction text, cached boolean)
                 ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS held_i (source text, interaction text) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS touched_a (agent text, min_ts timestamptz, from_ts timestamptz)
                 ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS hourly_delta (hour timestamptz, queue_key int, media_key smallint,
@@ -362,6 +375,10 @@ extension FactWriter {
         static let pending =
             "SELECT source, interaction, agent, type, ts FROM mart.event WHERE NOT transformed AND ts <= $1"
         static let copyTouchedInteractions = "COPY touched_i (source, interaction, cached) FROM STDIN"
+        /// The touched interactions the cache does not hold and the mart has events of: the
+        /// others have no facts there (facts come only from the mart's events), and looking for
+        /// them would probe every partition of each fact table.
+        static let copyHeldInteractions = "COPY held_i (source, interaction) FROM STDIN"
         /// Every event the mart holds of the touched interactions the cache does not hold.
         /// (Per interaction, by its index — OFFSET 0 keeps the planner from flattening it into a
         /// join that reads every event when its statistics lag a burst of rows.)
@@ -392,15 +409,15 @@ extension FactWriter {
             """
         /// The facts of the touched interactions the cache does not hold: deleted, to be written again.
         static let deleteOffers = """
-            DELETE FROM mart.fact_queue_offer f USING touched_i t
-            WHERE NOT t.cached AND f.source = t.source AND f.interaction = t.interaction
+            DELETE FROM mart.fact_queue_offer f USING held_i t
+            WHERE f.source = t.source AND f.interaction = t.interaction
             RETURNING f.hour, f.queue_key, COALESCE(f.media_key, 0), f.outcome, f.wait_ms, f.talk_ms, f.within_sla,
                       f.agent_key, f.answered_at, f.hold_ms, f.offered_at,
                       f.outcome = 'abandoned' AND f.wait_ms <= $1
             """
         static let deleteInteractions = """
-            DELETE FROM mart.fact_interaction f USING touched_i t
-            WHERE NOT t.cached AND f.source = t.source AND f.interaction = t.interaction
+            DELETE FROM mart.fact_interaction f USING held_i t
+            WHERE f.source = t.source AND f.interaction = t.interaction
             """
         static let deleteStates = """
             DELETE FROM mart.fact_agent_state s USING mart.dim_agent a, touched_a t
@@ -450,7 +467,8 @@ extension FactWriter {
                 created_date_key = u.created_date_key, created_at = u.created_at, answered_at = u.answered_at,
                 ended_at = u.ended_at, outcome = u.outcome, wait_ms = u.wait_ms, talk_ms = u.talk_ms,
                 hold_ms = u.hold_ms, transfers = u.transfers, first_at = u.first_at
-            FROM interaction_upd u WHERE f.source = u.source AND f.interaction = u.interaction
+            FROM interaction_upd u
+            WHERE f.source = u.source AND f.interaction = u.interaction AND f.first_at = u.first_at
             """
         static let copyOfferUpdates = """
             COPY offer_upd (source, seq, interaction, queue_key, media_key, offered_at, hour, outcome, wait_ms,
@@ -463,6 +481,10 @@ extension FactWriter {
                 talk_ms = u.talk_ms, within_sla = u.within_sla, agent_key = u.agent_key, answered_at = u.answered_at,
                 hold_ms = u.hold_ms
             FROM offer_upd u WHERE f.source = u.source AND f.seq = u.seq AND f.offered_at = u.offered_at
+            """
+        static let deleteInteractionKeys = """
+            DELETE FROM mart.fact_interaction f USING unnest($1::text[], $2::text[]) k(source, interaction)
+            WHERE f.source = k.source AND f.interaction = k.interaction
             """
         static let deleteOfferSeqs = "DELETE FROM mart.fact_queue_offer WHERE source = $1 AND seq = ANY($2::bigint[])"
         static let copyStates =

@@ -188,5 +188,13 @@ struct ExtractorPipelineTests {
         #expect(answered.deltas.hourly.count == 1 && bucket?.offered == 0 && bucket?.answered == 1)
         #expect(bucket?.waitSum == 20 && bucket?.waitCount == 1)
         #expect(answered.deltas.daily.values.first?.answered == 1)
+
+        // An earlier event arrives late: the interaction's first event, and so its partition of
+        // mart.fact_interaction, changes; an update in place would look for it in the new one.
+        let (f2, o2) = InteractionTransform.compute([Self.event(0, .interactionCreated, at: -5, media: .voice)] + before)!
+        var moved = FactChanges()
+        moved.add(key, computed: (f2, o2), held: held, row: row)
+        #expect(moved.movedInteractions == [key] && moved.insertInteractions.map(\.firstAt) == [f2.firstAt])
+        #expect(moved.updateInteractions.isEmpty && f2.firstAt != f0.firstAt)
     }
 }
