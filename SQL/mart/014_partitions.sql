@@ -106,7 +106,18 @@ INSERT INTO control.partitioned VALUES
 
 -- Makes the monthly partitions (UTC months) of every partitioned table from `from_ts` through
 -- `through`, and each table's default partition; returns how many it made. A month that the
--- default partition already holds rows of is left to the default (made it would fail).
+-- default partition already holds rows of is left to the default (made it would fail). Each
+-- partition gets its root's grants: statements go through the root, but a return to normal's
+-- copy reads (pg_dump) and empties (TRUNCATE) the partitions themselves.
+CREATE FUNCTION control.grant_partition(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON mart.%I TO bcpipe_extractor', name);
+    EXECUTE format('GRANT SELECT, INSERT, TRUNCATE ON mart.%I TO bcpipe_coordinator', name);
+END
+$fn$;
+REVOKE ALL ON FUNCTION control.grant_partition(text) FROM PUBLIC;
+
 CREATE FUNCTION control.ensure_partitions(from_ts timestamptz, through timestamptz) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -119,6 +130,7 @@ BEGIN
         IF to_regclass(format('mart.%I', t.table_name || '_default')) IS NULL THEN
             EXECUTE format('CREATE TABLE mart.%I PARTITION OF mart.%I DEFAULT WITH (fillfactor = %s)',
                            t.table_name || '_default', t.table_name, t.fillfactor);
+            PERFORM control.grant_partition(t.table_name || '_default');
             n := n + 1;
         END IF;
         m := date_trunc('month', from_ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
@@ -129,6 +141,7 @@ BEGIN
                     EXECUTE format(
                         'CREATE TABLE mart.%I PARTITION OF mart.%I FOR VALUES FROM (%L) TO (%L) WITH (fillfactor = %s)',
                         name, t.table_name, m, m + interval '1 month', t.fillfactor);
+                    PERFORM control.grant_partition(name);
                     n := n + 1;
                 EXCEPTION WHEN check_violation THEN
                     RAISE NOTICE 'the default partition of mart.% holds rows of %: left there', t.table_name, m;

@@ -21,7 +21,9 @@ public enum Replication {
 
     /// The tables partitioned by time (SQL/mart/014): their rows are in their partitions
     /// (`<table>_pYYYY_MM`, `<table>_default`), each mart's own.
-    public static let partitioned = ["mart.event", "mart.fact_interaction", "mart.fact_queue_offer", "mart.fact_agent_state"]
+    public static let partitioned = [
+        "mart.event", "mart.fact_interaction", "mart.fact_queue_offer", "mart.fact_agent_state",
+    ]
 
     /// Serial columns, whose sequences logical replication does not carry: set past the
     /// replicated rows when a subscriber becomes a writer.

@@ -238,7 +238,7 @@ public actor Extractor {
     /// The mart's retention, whatever this extractor's role (a standby's mart has partitions of
     /// its own): partitions made months ahead, and with `retention.mart_days` those older dropped
     /// whole — not under a purge hold or during a return to normal, which the mart refuses.
-    func maintain() async {
+    public func maintain() async {
         do {
             let mart = try await martConnection()
             let made = try await MartRetention.ensurePartitions(mart)

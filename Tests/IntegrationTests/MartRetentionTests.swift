@@ -1,4 +1,5 @@
 import EventModel
+import Extractor
 import Foundation
 import Lab
 import PostgresClient
@@ -123,5 +124,59 @@ struct MartRetentionTests {
         await active.close()
         await standby.close()
         try lab.down(remove: true)
+    }
+
+    /// Catches an extractor that never purges (retention left to the operator alone), one that
+    /// purges under a purge hold, and one that purges partitions still inside retention.
+    @Test func theExtractorPurgesOnItsOwnByTheSameRules() async throws {
+        let rig = try await ExtractorRig.start(offset: 4300, name: "extractor-retention")
+        let mart = try await rig.mart()
+        let bounds = try await mart.query(
+            """
+            SELECT to_char(m + interval '3 days', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   floor(extract(epoch FROM now() - (m + interval '1 month')) / 86400)::int,
+                   'event' || to_char(m, '"_p"YYYY_MM'), 'fact_interaction' || to_char(m, '"_p"YYYY_MM')
+            FROM (SELECT date_trunc('month', (now() - interval '2 months') AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS m) x
+            """)
+        let (oldAt, martDays) = (bounds[0][0]!, try bounds[0].decode(1, as: Int.self))
+        let (events, facts) = (bounds[0][2]!, bounds[0][3]!)
+        let now = EventModel.Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)).rfc3339
+        var lines: [String] = []
+        for (i, source) in ["site1/voice", "site2/voice"].enumerated() {
+            lines = [
+                #"{"source":"\#(source)","seq":1,"ts":"\#(oldAt)","type":"interaction.created","interaction":"old-\#(i)","media":"chat"}"#,
+                #"{"source":"\#(source)","seq":2,"ts":"\#(now)","type":"heartbeat"}"#,
+            ]
+            let pair = String(source.prefix(5))
+            try await rig.post(lines, to: ["\(pair)-a", "\(pair)-b"])
+        }
+        var settings = rig.settings
+        settings.retention.martDays = martDays
+        let extractor = Extractor(settings: settings, logger: rig.lab.logger)
+        for _ in 0..<10 where try await extractor.cycle().extracted > 0 {}
+        func exists(_ table: String) async throws -> Bool {
+            try await mart.query("SELECT to_regclass('mart.' || $1) IS NOT NULL", [table])[0].decode(0, as: Bool.self)
+        }
+        func oldRows() async throws -> Int {
+            try await mart.query("SELECT count(*) FROM mart.event WHERE interaction LIKE 'old-%'")[0].decode(
+                0, as: Int.self)
+        }
+        let (before, eventsThere, factsThere) = (try await oldRows(), try await exists(events), try await exists(facts))
+        #expect(before == 2 && eventsThere && factsThere)
+
+        try await mart.execute("INSERT INTO control.purge_hold (reason, set_by) VALUES ('audit', 'retention test')")
+        await extractor.maintain()
+        #expect(try await oldRows() == 2, "nothing purged under the hold")
+        try await mart.execute("UPDATE control.purge_hold SET released_at = now()")
+        await extractor.maintain()
+        let (eventsLeft, factsLeft) = (try await exists(events), try await exists(facts))
+        #expect(!eventsLeft && !factsLeft, "the old month's partitions dropped")
+        #expect(try await oldRows() == 0)
+        let kept = try await mart.query(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'mart.event'::regclass")[0].decode(0, as: Int.self)
+        #expect(kept >= 5, "this month's, last month's and the months ahead stay (\(kept) partitions)")
+        await extractor.close()
+        await mart.close()
+        try rig.lab.down(remove: true)
     }
 }

@@ -191,7 +191,8 @@ struct ExtractorPipelineTests {
 
         // An earlier event arrives late: the interaction's first event, and so its partition of
         // mart.fact_interaction, changes; an update in place would look for it in the new one.
-        let (f2, o2) = InteractionTransform.compute([Self.event(0, .interactionCreated, at: -5, media: .voice)] + before)!
+        let (f2, o2) = InteractionTransform.compute(
+            [Self.event(0, .interactionCreated, at: -5, media: .voice)] + before)!
         var moved = FactChanges()
         moved.add(key, computed: (f2, o2), held: held, row: row)
         #expect(moved.movedInteractions == [key] && moved.insertInteractions.map(\.firstAt) == [f2.firstAt])
