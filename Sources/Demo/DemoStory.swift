@@ -239,13 +239,17 @@ public struct DemoStory: Sendable {
             let view = try Topology.load(path: lab.topologyPath)
             let digests = try await Self.martDigest(view, "site2") == Self.martDigest(view, "site3")
             if digests {
-                did(&a, "site3's mart matches site2's row for row (events, interactions, queue_hourly)")
+                did(
+                    &a, "site3's mart matches site2's row for row (events, interactions, queue_hourly, queue_intervals)"
+                )
             } else {
                 // The standby may be a moment behind: give it a few seconds.
                 try await Self.waitUntil(seconds: 30) {
                     try await Self.martDigest(view, "site2") == Self.martDigest(view, "site3")
                 }
-                did(&a, "site3's mart matches site2's row for row (events, interactions, queue_hourly)")
+                did(
+                    &a, "site3's mart matches site2's row for row (events, interactions, queue_hourly, queue_intervals)"
+                )
             }
         }
 
@@ -330,9 +334,11 @@ public struct DemoStory: Sendable {
             SELECT (SELECT count(*) FROM mart.event)::text,
                    (SELECT md5(string_agg(source || seq, ',' ORDER BY source, seq)) FROM mart.event),
                    (SELECT md5(string_agg(i::text, ',' ORDER BY source, interaction)) FROM report.interactions i),
-                   (SELECT md5(string_agg(q::text, ',' ORDER BY hour, queue, media)) FROM report.queue_hourly q)
+                   (SELECT md5(string_agg(q::text, ',' ORDER BY hour, queue, media)) FROM report.queue_hourly q),
+                   (SELECT md5(string_agg(q::text, ',' ORDER BY time_zone, level, period_start, queue, media))
+                    FROM report.queue_intervals q)
             """)[0]
-        return [r[0], r[1], r[2], r[3]]
+        return [r[0], r[1], r[2], r[3], r[4]]
     }
 }
 

@@ -127,7 +127,8 @@ struct MartRetentionTests {
     }
 
     /// Catches an extractor that never purges (retention left to the operator alone), one that
-    /// purges under a purge hold, and one that purges partitions still inside retention.
+    /// purges under a purge hold or during a return to normal, and one that purges partitions
+    /// still inside retention.
     @Test func theExtractorPurgesOnItsOwnByTheSameRules() async throws {
         let rig = try await ExtractorRig.start(offset: 4300, name: "extractor-retention")
         let mart = try await rig.mart()
@@ -168,6 +169,14 @@ struct MartRetentionTests {
         await extractor.maintain()
         #expect(try await oldRows() == 2, "nothing purged under the hold")
         try await mart.execute("UPDATE control.purge_hold SET released_at = now()")
+        // During a return to normal (its copy may be reading this mart): refused too.
+        try await mart.execute("UPDATE control.deployment SET phase = 'return-to-normal'")
+        await #expect(throws: SafetyRefusal.self) {
+            try await MartRetention.purge(mart, martDays: martDays, dryRun: false)
+        }
+        await extractor.maintain()
+        #expect(try await oldRows() == 2, "nothing purged during a return to normal")
+        try await mart.execute("UPDATE control.deployment SET phase = 'normal'")
         await extractor.maintain()
         let (eventsLeft, factsLeft) = (try await exists(events), try await exists(facts))
         #expect(!eventsLeft && !factsLeft, "the old month's partitions dropped")
