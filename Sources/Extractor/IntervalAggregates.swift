@@ -123,7 +123,7 @@ struct IntervalDeltas: Sendable, Equatable {
 /// The interval aggregates in the mart (`agg_queue_interval`, `agg_agent_day`,
 /// `agg_agent_not_ready`): built for the topology's zones and levels, and moved by each cycle's
 /// ``IntervalDeltas``. The one owner of their SQL.
-struct IntervalAggregates: Sendable {
+public struct IntervalAggregates: Sendable {
     let reporting: Topology.ReportingSettings
 
     var shortAbandonMs: Int64 { Int64(reporting.shortAbandonSeconds) * 1000 }
@@ -134,6 +134,11 @@ struct IntervalAggregates: Sendable {
         var description: String {
             "reporting.time_zones: PostgreSQL's time-zone database has no zone \(zones.joined(separator: ", ")) (see pg_timezone_names); fix the topology file"
         }
+    }
+
+    /// The zones of `zones` that PostgreSQL's time-zone database at `mart` does not know.
+    public static func unknownZones(_ zones: [String], at mart: PostgresConnection) async throws -> [String] {
+        try await mart.query(SQL.unknownZones, [PostgresArray.text(zones)]).map { $0[0] ?? "" }
     }
 
     /// Makes the aggregates match the topology's zones, sub-hour level and short-abandon

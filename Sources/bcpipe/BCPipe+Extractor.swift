@@ -2,6 +2,8 @@ import ArgumentParser
 import Extractor
 import Foundation
 import Logging
+import PostgresClient
+import Topology
 
 extension BCPipe {
     /// `bcpipe extractor run`
@@ -38,9 +40,29 @@ extension BCPipe.ExtractorCommand {
                 }
                 address = (String(listen[..<colon]), port)
             }
+            try await Self.checkZones(settings, logger: logger)
             let extractor = Extractor(settings: settings, logger: logger)
             // SIGTERM ends the process between cycles' transactions; a SIGKILL mid-cycle rolls the cycle back.
             try await ExtractorServer(extractor: extractor, listen: address, logger: logger).run()
+        }
+
+        /// A topology whose `reporting.time_zones` PostgreSQL does not know is refused before the
+        /// extractor starts (exit 2), not cycle after cycle. A mart that does not answer yet is
+        /// checked by each cycle instead (it refuses the same zones).
+        static func checkZones(_ settings: ExtractorSettings, logger: Logger) async throws {
+            var config = PostgresConfiguration(conninfo: settings.martConninfo, database: Topology.martDatabase)
+            config.user = settings.dbUser
+            config.connectTimeout = settings.timeouts.connect
+            guard let mart = try? await PostgresConnection.connect(config, logger: logger) else { return }
+            let unknown = try await IntervalAggregates.unknownZones(settings.reporting.timeZones, at: mart)
+            await mart.close()
+            if !unknown.isEmpty {
+                throw TopologyError(
+                    path: "reporting.time_zones",
+                    message:
+                        "PostgreSQL's time-zone database (pg_timezone_names) has no zone \(unknown.joined(separator: ", ")); use IANA names it lists, e.g. America/New_York"
+                )
+            }
         }
     }
 }

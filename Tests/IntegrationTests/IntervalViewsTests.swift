@@ -21,7 +21,8 @@ struct IntervalViewsTests {
     /// out-of-order batches are recomputed (a longest wait that outlives the offer that held it),
     /// the per-queue SLA or the short abandons miscounted, not-ready time under the wrong reason, a
     /// session that runs past a logout or a second login, and a rebuild for other zones that
-    /// disagrees with what the cycles kept.
+    /// disagrees with what the cycles kept; and an extractor that starts with a zone PostgreSQL
+    /// does not know.
     @Test func everyIntervalViewMatchesARecountInEachZone() async throws {
         let rig = try await ExtractorRig.start(offset: 4100, name: "interval-views", lateData: .backfill)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("intervals-\(getpid()).ndjson").path
@@ -195,6 +196,16 @@ struct IntervalViewsTests {
         let badZone = try await Processes.output(report + ["--tz", "Europe/Paris"])
         #expect(
             badZone.status == 2 && badZone.text.contains("add Europe/Paris to reporting.time_zones"), "\(badZone.text)")
+
+        // A zone PostgreSQL does not know: the extractor refuses to start (exit 2), naming it.
+        var mars = topology
+        mars.reporting.timeZones = ["UTC", "Mars/Olympus_Mons"]
+        try mars.yaml().write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try await Processes.output(
+            [TestLab.executable, "extractor", "run", "--config", config, "--site", "site1"], timeout: 60)
+        #expect(
+            refused.status == 2 && refused.text.contains("reporting.time_zones")
+                && refused.text.contains("no zone Mars/Olympus_Mons"), "\(refused.text)")
 
         // Other zones and a 30-minute sub-hour: the extractor rebuilds the aggregates from the
         // facts, and they agree with the recount as the cycles' did.
