@@ -69,14 +69,11 @@ public struct DeploymentStatus: Codable, Sendable {
     public struct IntervalViews: Codable, Sendable, Equatable {
         public var timeZones: [String]
         public var subHourMinutes: Int
-        public var levels: [String] { ["sub_hour", "hour", "day", "week", "month"] }
 
         /// `sub-hour (15 min), hour, day, week, month in UTC, America/New_York`
         public var summary: String {
             "sub-hour (\(subHourMinutes) min), hour, day, week, month in \(timeZones.joined(separator: ", "))"
         }
-
-        enum CodingKeys: String, CodingKey { case timeZones, subHourMinutes }
     }
 
     /// The reporting mart's interval views, as it says.

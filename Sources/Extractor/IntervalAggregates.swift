@@ -153,7 +153,7 @@ public struct IntervalAggregates: Sendable {
         {
             return
         }
-        let unknown = try await c.query(SQL.unknownZones, [zones]).map { $0[0] ?? "" }
+        let unknown = try await Self.unknownZones(reporting.timeZones, at: c)
         guard unknown.isEmpty else { throw UnknownZones(zones: unknown) }
         try c.execute(SQL.clear)
         let binds: [any PostgresBindable] = [zones, reporting.subHourMinutes, shortAbandonMs]

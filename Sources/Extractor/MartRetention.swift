@@ -82,13 +82,8 @@ public struct MartRetention: Sendable {
                     out.append(SiteResult(site: site.name, error: "\(error)"))
                     continue
                 }
-                do {
-                    out.append(SiteResult(site: site.name, dropped: try await purge(mart, martDays: days, dryRun: dry)))
-                    await mart.close()
-                } catch {
-                    await mart.close()
-                    throw error
-                }
+                let dropped = try await mart.closing { try await purge($0, martDays: days, dryRun: dry) }
+                out.append(SiteResult(site: site.name, dropped: dropped))
             }
             return out
         }

@@ -67,13 +67,17 @@ public actor PostgresConnection {
         _ configuration: PostgresConfiguration, logger: Logger = Logger(label: "bcpipe.postgres"),
         _ body: (PostgresConnection) async throws -> T
     ) async throws -> T {
-        let connection = try await connect(configuration, logger: logger)
+        try await connect(configuration, logger: logger).closing(body)
+    }
+
+    /// Runs `body` with this connection and closes it, whether `body` returns or throws.
+    public nonisolated func closing<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
-            let result = try await body(connection)
-            await connection.close()
+            let result = try await body(self)
+            await close()
             return result
         } catch {
-            await connection.close()
+            await close()
             throw error
         }
     }

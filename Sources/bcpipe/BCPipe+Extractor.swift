@@ -54,8 +54,9 @@ extension BCPipe.ExtractorCommand {
             config.user = settings.dbUser
             config.connectTimeout = settings.timeouts.connect
             guard let mart = try? await PostgresConnection.connect(config, logger: logger) else { return }
-            let unknown = try await IntervalAggregates.unknownZones(settings.reporting.timeZones, at: mart)
-            await mart.close()
+            let unknown = try await mart.closing {
+                try await IntervalAggregates.unknownZones(settings.reporting.timeZones, at: $0)
+            }
             if !unknown.isEmpty {
                 throw TopologyError(
                     path: "reporting.time_zones",
