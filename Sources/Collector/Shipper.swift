@@ -19,6 +19,9 @@ struct Shipper: Service {
 
     func run() async throws {
         var backoff = settings.retryInitial
+        // Attempts come every second or so while the IDB is away: the warning says so once a minute.
+        var lastWarned: ContinuousClock.Instant?
+        var failedSinceWarned = 0
         while !(Task.isCancelled || Task.isShuttingDownGracefully) {
             do {
                 try await shipWhileConnected()
@@ -27,12 +30,18 @@ struct Shipper: Service {
             } catch {
                 state.metrics.shipErrors.increment()
                 state.setLink(up: false, error: "\(error)")
-                logger.warning(
-                    "IDB unreachable; events wait in the disk queue",
-                    metadata: [
-                        "idb": "\(settings.idbSite)/\(settings.idbDatabase)", "error": "\(error)",
-                        "retry_in": "\(String(format: "%.1f", backoff)) s",
-                    ])
+                failedSinceWarned += 1
+                if lastWarned.map({ ContinuousClock.now - $0 >= .seconds(60) }) ?? true {
+                    logger.warning(
+                        "IDB unreachable; events wait in the disk queue",
+                        metadata: [
+                            "idb": "\(settings.idbSite)/\(settings.idbDatabase)", "error": "\(error)",
+                            "retry_in": "\(String(format: "%.1f", backoff)) s",
+                            "failed_attempts": "\(failedSinceWarned)",
+                        ])
+                    lastWarned = .now
+                    failedSinceWarned = 0
+                }
                 let jitter = Double.random(in: 0.8...1.2)
                 try? await Task.sleep(for: .seconds(backoff * jitter))
                 backoff = min(settings.retryMax, backoff * 2)
