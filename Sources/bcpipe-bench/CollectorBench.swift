@@ -76,16 +76,20 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
         return Date().timeIntervalSince(t0)
     }
 
-    // 1. IDB reachable (site1-a writes its local IDB while it ingests).
+    // 1. IDB reachable (site1-a writes its local IDB while it ingests). A 200 is the disk
+    // queue's fsync; the shipper moves the events on to the IDB behind it, so the time until the
+    // IDB holds them all (the queue empty) is reported beside it.
     let direct = batches(count, seed: 1)
     let tDirect = try await ingest(direct, to: url("site1-a"), inFlight: 8)
-    _ = try await waitDrained("site1-a")
+    let tInIDB = tDirect + (try await waitDrained("site1-a"))
     print(
-        "collector ingest, IDB reachable   \(rate(Double(count) / tDirect))events/s durable (8 requests in flight, 1000 events each)   (goal ≥ 100 k)"
+        "collector ingest, IDB reachable   \(rate(Double(count) / tDirect))events/s acknowledged (a 200 = fsync'd in the disk queue; 8 requests in flight, 1000 events each); all in the IDB after \(fmt(tInIDB, 1)) s = \(rate(Double(count) / tInIDB))events/s   (goal ≥ 100 k)"
     )
     figure(
-        "Collectors", "durable ingest, IDB reachable (loopback, 8 requests of 1000 in flight)",
-        "\(rate(Double(count) / tDirect))events/s", goal: "goal ≥ 100 k events/s")
+        "Collectors",
+        "durable ingest, IDB reachable (loopback, 8 requests of 1000 in flight): acknowledged (a `200` = fsync'd in the disk queue), and first request → every event committed in the IDB",
+        "\(rate(Double(count) / tDirect))events/s acknowledged; \(rate(Double(count) / tInIDB))events/s into the IDB (\(fmt(tInIDB, 1)) s)",
+        goal: "goal ≥ 100 k events/s")
 
     // 2. IDB cut off (site1-b's IDB is across the WAN): everything goes to the disk queue.
     try lab.setLink("site1", "site2", .refuse)
@@ -93,22 +97,24 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
     let rows = cut.flatMap { body in body.split(separator: 10).map { Array($0) } }
     let tCut = try await ingest(cut, to: url("site1-b"), inFlight: 8)
     print("collector ingest, IDB cut off     \(rate(Double(count) / tCut))events/s durable into the disk queue")
-    figure("Collectors", "durable ingest, IDB cut off (into the disk queue)", "\(rate(Double(count) / tCut))events/s")
+    figure(
+        "Collectors", "durable ingest, IDB cut off (into the disk queue; a `200` = fsync'd)",
+        "\(rate(Double(count) / tCut))events/s")
 
-    // 3. The link returns: drain the backlog (timed from the shipper's reconnection, so its
-    // backoff does not count).
+    // 3. The link returns: drain the backlog, timed from the moment the link is back (the
+    // shipper's reconnection backoff included, as an operator would see it).
     try lab.setLink("site1", "site2", .up)
-    let reconnectStart = Date()
+    let linkBack = Date()
     while true {
         let (data, _) = try await URLSession.shared.data(from: URL(string: url("site1-b") + "/v1/status")!)
         let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
         if (json?["idb"] as? [String: Any])?["reachable"] as? Bool == true { break }
         try await Task.sleep(for: .milliseconds(20))
     }
-    let reconnect = Date().timeIntervalSince(reconnectStart)
-    let tDrain = try await waitDrained("site1-b")
+    let reconnect = Date().timeIntervalSince(linkBack)
+    let tDrain = reconnect + (try await waitDrained("site1-b"))
     print(
-        "collector drain of a \(count)-event backlog: \(fmt(tDrain, 1)) s = \(rate(Double(count) / tDrain))events/s shipped through the WAN simulator (reconnected \(fmt(reconnect, 1)) s after the link returned)"
+        "collector drain of a \(count)-event backlog: \(fmt(tDrain, 1)) s = \(rate(Double(count) / tDrain))events/s shipped through the WAN simulator, from the link's return (of which \(fmt(reconnect, 1)) s reconnecting)"
     )
 
     // Baseline: psql \copy of the same rows into an idb.events-shaped table, same server, same path.
@@ -136,8 +142,9 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
         "  psql \\copy of the same rows, same path: \(rate(Double(count) / tPsql))events/s   shipping / psql: \(fmt(tPsql / tDrain, 2))   (goal ≥ 0.8)"
     )
     figure(
-        "Collectors", "drain of a \(count)-event backlog through the WAN simulator",
-        "\(fmt(tDrain, 1)) s, \(rate(Double(count) / tDrain))events/s",
+        "Collectors",
+        "drain of a \(count)-event backlog through the WAN simulator, from the link's return to the queue empty (reconnection included)",
+        "\(fmt(tDrain, 1)) s, \(rate(Double(count) / tDrain))events/s (reconnecting \(fmt(reconnect, 1)) s)",
         baseline: "`psql \\copy` of the same rows, same path: \(rate(Double(count) / tPsql))events/s",
         goal: "\(fmt(tPsql / tDrain, 2)) (goal ≥ 0.8)")
 

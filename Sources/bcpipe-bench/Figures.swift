@@ -68,9 +68,10 @@ func writeBenchmarks(to path: String, events: Int, started: Date) throws {
 
         Written by `scripts/bench` (release build) — do not edit by hand (except a section that
         says it was recorded by hand, with its runs and dates); run it again. Every figure
-        is beside its baseline measured in the same run on the same machine; timings are never
-        asserted in tests (these machines are noisy). Each section says which run measured it (a
-        run with `BENCH_ONLY` replaces only its own sections). Latest run:
+        is beside its baseline measured in the same run on the same machine, like for like, or
+        says `no baseline`; timings are never asserted in tests (these machines are noisy). Each
+        section says which run measured it (a run with `BENCH_ONLY` replaces only its own
+        sections). Latest run:
 
         - when: \(when), \(Int(Date().timeIntervalSince(started) / 60)) min
         - machine: \(machineDescription())
@@ -101,4 +102,30 @@ func previousSections(_ path: String) -> [(title: String, body: String)] {
         out.append((String(title), body))
     }
     return out
+}
+
+/// The README's table of the run: every row with a goal, between the README's
+/// `<!-- bench:begin -->` and `<!-- bench:end -->` lines. Only a full run writes it, so the
+/// README's table is always one run's.
+func writeReadmeTable(to path: String, started: Date) throws {
+    let begin = "<!-- bench:begin -->"
+    let end = "<!-- bench:end -->"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8), let b = text.range(of: begin),
+        let e = text.range(of: end), b.upperBound <= e.lowerBound
+    else { throw BenchError("\(path) has no \(begin) … \(end) lines for the benchmark table") }
+    let rows = figures.withLock { $0 }.filter { $0.goal.contains("goal") }
+    func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
+    var table =
+        "\nThe rows with a goal from the full run of \(ISO8601DateFormatter().string(from: started)) (every row, and the machine, in BENCHMARKS.md):\n\n| what | figure | baseline (same run) | ratio / goal |\n|---|---|---|---|\n"
+    for r in rows {
+        table +=
+            "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(r.baseline.isEmpty ? "no baseline" : r.baseline)) | \(cell(r.goal)) |\n"
+    }
+    try (String(text[..<b.upperBound]) + "\n" + table + "\n" + String(text[e.lowerBound...])).write(
+        toFile: path, atomically: true, encoding: .utf8)
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
 }
