@@ -19,24 +19,26 @@ import Traffic
 /// `interaction.created` without `media`); bcpipe gets the same lines with those two mended
 /// (`interaction.held`, `"media":"voice"`), so the bytes an event differ by a few.
 func benchPeer(workDir: String, basePort: Int) async throws {
+    let events = 1_000_000
+    let outageEvents = 100_000
     let harness = try peerHarness()
     try installPeer()
     let peer = PeerHarness(directory: harness, scratch: workDir + "/peer")
     print("peer: rsyslog + ompgsql (disk-assisted action queue), harness \(harness)")
     try await peer.run(["setup"])
     let copy = try await peer.run(["copy", "--runs", "1"]).first { $0["table"] as? String == "events_pk" }
-    let tput = try await peer.run(["throughput", "--runs", "1"]).first
-    let outage = try await peer.run(["outage", "--runs", "1", "--n", "100000"]).first
-    let crash = try await peer.run(["crash", "--runs", "1", "--n", "100000"]).first
+    let tput = try await peer.run(["throughput", "--runs", "1", "--n", "\(events)"]).first
+    let outage = try await peer.run(["outage", "--runs", "1", "--n", "\(outageEvents)"]).first
+    let crash = try await peer.run(["crash", "--runs", "1", "--n", "\(outageEvents)"]).first
     _ = try await peer.run(["teardown"])
     guard let tput, let outage, let crash else { throw LabError("peer: the harness printed no result") }
 
     let ours = try await bcpipePeerFigures(
         sender: peer.scratch + "/sender", workDir: workDir, basePort: basePort,
-        events: 1_000_000, outageEvents: 100_000)
+        events: events, outageEvents: outageEvents)
 
     let theirIngest = number(tput["ev_s"])
-    let theirSpill = 100_000 / max(number(outage["sender_acked_s"]), 0.001)
+    let theirSpill = Double(outageEvents) / max(number(outage["sender_acked_s"]), 0.001)
     let theirDrain = number(outage["drain_ev_s"])
     let theirLost = Int(number(crash["lost"]))
     let theirDelivered = Int(number(crash["sender_believes_delivered"] ?? crash["events"]))
@@ -55,7 +57,7 @@ func benchPeer(workDir: String, basePort: Int) async throws {
     )
     let section = "The peer: rsyslog + ompgsql, same run"
     let footing =
-        "1 000 000 events of the harness's generator, ~224 B each; rsyslog: one TCP sender (`imptcp`), disk-assisted action queue (fsync on, checkpoint 1, 2 workers, 1 000-row transactions); bcpipe: collector site1-a, HTTP, 8 requests of 1 000 in flight"
+        "\(spaced(events)) events of the harness's generator, ~224 B each; rsyslog: one TCP sender (`imptcp`), disk-assisted action queue (fsync on, checkpoint 1, 2 workers, 1 000-row transactions); bcpipe: collector site1-a, HTTP, 8 requests of 1 000 in flight"
     figure(
         section, "ingest, database up: first send → every event committed in the database (\(footing))",
         "bcpipe \(rate(ours.ingest))events/s (acknowledged, i.e. in the fsync'd disk queue: \(rate(ours.acked))events/s)",
@@ -63,11 +65,12 @@ func benchPeer(workDir: String, basePort: Int) async throws {
         goal: "\(fmt(ours.ingest / theirIngest, 1))× (goal ≥ 4×)")
     figure(
         section,
-        "ingest while the database is out of reach (rsyslog: PostgreSQL stopped, 100 000 events; bcpipe: its IDB's link refused, 100 000 events, collector site1-b)",
+        "ingest while the database is out of reach (rsyslog: PostgreSQL stopped, \(spaced(outageEvents)) events; bcpipe: its IDB's link refused, \(spaced(outageEvents)) events, collector site1-b)",
         "bcpipe \(rate(ours.spill))events/s into the disk queue",
         baseline: "rsyslog \(rate(theirSpill))events/s spilling to disk", goal: "\(fmt(ours.spill / theirSpill, 1))×")
     figure(
-        section, "drain of those 100 000 events once the database is back (from that moment to the last commit)",
+        section,
+        "drain of those \(spaced(outageEvents)) events once the database is back (from that moment to the last commit)",
         "bcpipe \(rate(ours.drain))events/s (\(fmt(ours.drainSeconds, 1)) s, through the WAN simulator)",
         baseline: "rsyslog \(rate(theirDrain))events/s", goal: "\(fmt(ours.drain / theirDrain, 1))× (goal ≥ 4×)")
     figure(
@@ -237,7 +240,7 @@ private func waitForRows(_ config: PostgresConfiguration, seqs: Range<Int64>, pa
     -> Int
 {
     let deadline = Date().addingTimeInterval(patience)
-    return try await withConnection(config) { conn in
+    return try await PostgresConnection.with(config) { conn in
         while true {
             let n = try await conn.query(
                 "SELECT count(*) FROM idb.events WHERE source = 'site1/voice' AND seq >= $1 AND seq < $2",
@@ -246,4 +249,15 @@ private func waitForRows(_ config: PostgresConfiguration, seqs: Range<Int64>, pa
             try await Task.sleep(for: .milliseconds(50))
         }
     }
+}
+
+/// `1000000` as `1 000 000`, as the rows write counts.
+private func spaced(_ n: Int) -> String {
+    var s = String(n)
+    var i = s.count - 3
+    while i > 0 {
+        s.insert(" ", at: s.index(s.startIndex, offsetBy: i))
+        i -= 3
+    }
+    return s
 }
