@@ -21,8 +21,9 @@ func benchDisasterRecovery(workDir: String, basePort: Int) async throws {
         defer { try? lab.down(remove: true) }
         let observer = try Topology.load(path: lab.topologyPath)
         let site2 = observer.site(named: "site2")!.postgres
-        let served = try await withConnection(PostgresConfiguration(conninfo: site2, database: "mart")) { mart2 in
-            try await withConnection(PostgresConfiguration(conninfo: site2, database: "idb_site2_a")) { idb in
+        let served = try await PostgresConnection.with(PostgresConfiguration(conninfo: site2, database: "mart")) {
+            mart2 in
+            try await PostgresConnection.with(PostgresConfiguration(conninfo: site2, database: "idb_site2_a")) { idb in
                 // Settle: the active mart (and in active-standby its replica) carry the traffic.
                 let settle = Date()
                 while Date().timeIntervalSince(settle) < 60 {

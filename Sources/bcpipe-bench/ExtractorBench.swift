@@ -56,7 +56,7 @@ func benchBacklog(size: Int, workDir: String, basePort: Int) async throws {
 
     // The extractor as the lab runs it, timed from its start to every source complete.
     let site1 = topology.site(named: "site1")!
-    try await withConnection(PostgresConfiguration(conninfo: site1.postgres, database: "mart")) { mart in
+    try await PostgresConnection.with(PostgresConfiguration(conninfo: site1.postgres, database: "mart")) { mart in
         try await catchUp(lab, options, mart, site1: site1, through: last, copyFile: copyFile)
     }
 }
@@ -312,21 +312,6 @@ final class FirstAnswer: Sendable {
     private let first = Mutex<Date?>(nil)
     var at: Date? { first.withLock { $0 } }
     func mark() { first.withLock { if $0 == nil { $0 = Date() } } }
-}
-
-/// Runs `body` on a connection to `config`, closed on every path.
-func withConnection<T: Sendable>(_ config: PostgresConfiguration, _ body: (PostgresConnection) async throws -> T)
-    async throws -> T
-{
-    let c = try await PostgresConnection.connect(config)
-    do {
-        let value = try await body(c)
-        await c.close()
-        return value
-    } catch {
-        await c.close()
-        throw error
-    }
 }
 
 /// The machine's CPU jiffies from /proc/stat: idle (idle + iowait) and total.

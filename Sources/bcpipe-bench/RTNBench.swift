@@ -76,7 +76,7 @@ func benchReturnToNormal(workDir: String, basePort: Int, targetBytes: Int64) asy
     // faster one's median is the baseline; the spread of each is printed.
     var admin = PostgresConfiguration(conninfo: site3.postgres, database: "postgres")
     admin.statementTimeoutMilliseconds = 0
-    let baselines = try await withConnection(admin) { site3Admin in
+    let baselines = try await PostgresConnection.with(admin) { site3Admin in
         var times: [String: [Double]] = [:]
         let methods = [
             (
@@ -198,7 +198,7 @@ func benchReplicationLag(workDir: String, basePort: Int, rate eventsPerSecond: I
     defer { try? lab.down(remove: true) }
     let topology = try Topology.load(path: lab.topologyPath)
     let config = PostgresConfiguration(conninfo: topology.site(named: "site1")!.postgres, database: "mart")
-    let (lags, f) = try await withConnection(config) { mart1 in
+    let (lags, f) = try await PostgresConnection.with(config) { mart1 in
         // The standby subscribes once its coordinator has seen the active mart.
         let deadline = Date().addingTimeInterval(60)
         while try await Replication.lags(mart1).first?.state != "streaming", Date() < deadline {
