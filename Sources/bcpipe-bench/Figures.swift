@@ -1,4 +1,5 @@
 import Foundation
+import Lab
 import Synchronization
 
 /// Every figure the benchmarks print, kept for `BENCHMARKS.md`: what was measured, the figure,
@@ -9,6 +10,15 @@ struct Figure: Sendable {
     var figure: String
     var baseline: String
     var goal: String
+}
+
+extension Figure {
+    /// Its line of a Markdown table; an empty baseline says `no baseline`.
+    var markdownRow: String {
+        func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
+        return
+            "| \(cell(what)) | \(cell(figure)) | \(cell(baseline.isEmpty ? "no baseline" : baseline)) | \(cell(goal)) |\n"
+    }
 }
 
 let figures = Mutex<[Figure]>([])
@@ -58,9 +68,7 @@ func writeBenchmarks(to path: String, events: Int, started: Date) throws {
                 "Measured in the run of \(when) (\(events) events where a figure says \"the events\").\n\n| what | figure | baseline (same run) | ratio / goal |\n|---|---|---|---|\n"
             if !order.contains(r.section) { order.append(r.section) }
         }
-        func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
-        let baseline = r.baseline.isEmpty ? "no baseline" : r.baseline
-        fresh[r.section]! += "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(baseline)) | \(cell(r.goal)) |\n"
+        fresh[r.section]! += r.markdownRow
     }
     kept.removeAll { fresh[$0.title] != nil }
     var out = """
@@ -112,20 +120,11 @@ func writeReadmeTable(to path: String, started: Date) throws {
     let end = "<!-- bench:end -->"
     guard let text = try? String(contentsOfFile: path, encoding: .utf8), let b = text.range(of: begin),
         let e = text.range(of: end), b.upperBound <= e.lowerBound
-    else { throw BenchError("\(path) has no \(begin) … \(end) lines for the benchmark table") }
+    else { throw LabError("\(path) has no \(begin) … \(end) lines for the benchmark table") }
     let rows = figures.withLock { $0 }.filter { $0.goal.contains("goal") }
-    func cell(_ s: String) -> String { s.replacingOccurrences(of: "|", with: "\\|") }
     var table =
         "\nThe rows with a goal from the full run of \(ISO8601DateFormatter().string(from: started)) (every row, and the machine, in BENCHMARKS.md):\n\n| what | figure | baseline (same run) | ratio / goal |\n|---|---|---|---|\n"
-    for r in rows {
-        table +=
-            "| \(cell(r.what)) | \(cell(r.figure)) | \(cell(r.baseline.isEmpty ? "no baseline" : r.baseline)) | \(cell(r.goal)) |\n"
-    }
+    for r in rows { table += r.markdownRow }
     try (String(text[..<b.upperBound]) + "\n" + table + "\n" + String(text[e.lowerBound...])).write(
         toFile: path, atomically: true, encoding: .utf8)
-}
-
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }
