@@ -27,15 +27,19 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
     let mb = Double(joined.count) / 1e6
     try Data(joined).write(to: URL(fileURLWithPath: file))
     joined = []
-    func compressBaseline(threads: Int) throws -> Double {
+    /// MB/s of the events through `command`, median of 3; `cold` drops the compressed file's
+    /// pages first each time.
+    func shellMBps(_ command: String, cold: Bool = false) throws -> Double {
         var times: [Double] = []
         for _ in 0..<3 {
-            times.append(
-                try timeShell(
-                    "zstd -3 -T\(threads) -q -c '\(file)' | dd of='\(workDir)/baseline.zst' bs=1M conv=fdatasync status=none"
-                ))
+            if cold { dropPageCache(workDir + "/baseline.zst") }
+            times.append(try timeShell(command))
         }
         return mb / median(times)
+    }
+    func compressBaseline(threads: Int) throws -> Double {
+        try shellMBps(
+            "zstd -3 -T\(threads) -q -c '\(file)' | dd of='\(workDir)/baseline.zst' bs=1M conv=fdatasync status=none")
     }
     let baseline1 = try compressBaseline(threads: 1)
     let baseline2 = try compressBaseline(threads: 2)
@@ -43,12 +47,7 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
         "queue baseline    zstd -3 | dd conv=fdatasync: \(fmt(baseline1)) MB/s on one thread (-T1), \(fmt(baseline2)) MB/s on two (-T2)"
     )
     func decompressBaseline(cold: Bool) throws -> Double {
-        var times: [Double] = []
-        for _ in 0..<3 {
-            if cold { dropPageCache(workDir + "/baseline.zst") }
-            times.append(try timeShell("zstd -d -q -c '\(workDir)/baseline.zst' > /dev/null"))
-        }
-        return mb / median(times)
+        try shellMBps("zstd -d -q -c '\(workDir)/baseline.zst' > /dev/null", cold: cold)
     }
 
     var best = 0.0

@@ -31,10 +31,16 @@ func rate(_ n: Double) -> String {
 }
 func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
 
+/// The labs' ports start here; each lab section adds its own offset.
+let benchBasePort = ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700
+
 /// The sections that failed: the run goes on with the next, records the failure in
 /// BENCHMARKS.md and exits non-zero (a full run with a failure does not write the README's table).
 let failedSections = Mutex<[String]>([])
-func guarded(_ name: String, _ body: () async throws -> Void) async {
+/// Runs a lab section when `BENCH_ONLY` picks it; a failure is recorded and the run goes on.
+func section(_ name: String, _ body: () async throws -> Void) async {
+    guard only.contains(name) else { return }
+    print("")
     do {
         try await body()
     } catch {
@@ -137,7 +143,7 @@ if only.contains("zstd") {
     }
     var cliTimes: [Double] = []
     for _ in 0..<3 { cliTimes.append(try timeShell("zstd -3 -T1 -q -f '\(file)' -o '\(file).zst'")) }
-    let cliBytes = (try FileManager.default.attributesOfItem(atPath: file + ".zst")[.size] as? Int) ?? 1
+    let cliBytes = fileSize(file + ".zst")
     let t = median(times)
     let ct = median(cliTimes)
     print(
@@ -158,7 +164,7 @@ if only.contains("zstd") {
 
 // 3. COPY of the events into an IDB-shaped table: Swift client vs psql \copy, same rows, same table.
 if only.contains("copy") {
-    let basePort = ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700
+    let basePort = benchBasePort
     var logger = Logger(label: "bench")
     logger.logLevel = .warning
     let exe = URL(
@@ -248,77 +254,56 @@ if only.contains("queue") {
 }
 
 // 5. The collector on the lab.
-if only.contains("collector") {
-    await guarded("collector") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 100
-        try await benchCollector(events: eventCount, workDir: workDir, basePort: basePort)
-    }
+await section("collector") {
+    let basePort = benchBasePort + 100
+    try await benchCollector(events: eventCount, workDir: workDir, basePort: basePort)
 }
 
 // 6. The extractor on the lab.
-if only.contains("extractor") {
-    await guarded("extractor") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 200
-        // 1 M and 5 M against COPY, and a measured backlog of 10 M (BENCH_EXTRACT_SIZES=a,b,c).
-        let sizes =
-            ProcessInfo.processInfo.environment["BENCH_EXTRACT_SIZES"].map {
-                $0.split(separator: ",").compactMap { Int($0) }
-            } ?? [eventCount, 5 * eventCount, 10 * eventCount]
-        try await benchExtractor(sizes: sizes, workDir: workDir, basePort: basePort)
-    }
+await section("extractor") {
+    let basePort = benchBasePort + 200
+    // 1 M and 5 M against COPY, and a measured backlog of 10 M (BENCH_EXTRACT_SIZES=a,b,c).
+    let sizes =
+        ProcessInfo.processInfo.environment["BENCH_EXTRACT_SIZES"].map {
+            $0.split(separator: ",").compactMap { Int($0) }
+        } ?? [eventCount, 5 * eventCount, 10 * eventCount]
+    try await benchExtractor(sizes: sizes, workDir: workDir, basePort: basePort)
 }
 
 // 7. Disaster recovery on the lab.
-if only.contains("dr") {
-    await guarded("dr") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 300
-        try await benchDisasterRecovery(workDir: workDir, basePort: basePort)
-    }
+await section("dr") {
+    let basePort = benchBasePort + 300
+    try await benchDisasterRecovery(workDir: workDir, basePort: basePort)
 }
 
 // 8. Return to normal with a big mart, beside pg_dump | pg_restore.
-if only.contains("rtn") {
-    await guarded("rtn") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 500
-        let bytes = ProcessInfo.processInfo.environment["BENCH_MART_BYTES"].flatMap(Int64.init) ?? 1 << 30
-        try await benchReturnToNormal(workDir: workDir, basePort: basePort, targetBytes: bytes)
-    }
+await section("rtn") {
+    let basePort = benchBasePort + 500
+    let bytes = ProcessInfo.processInfo.environment["BENCH_MART_BYTES"].flatMap(Int64.init) ?? 1 << 30
+    try await benchReturnToNormal(workDir: workDir, basePort: basePort, targetBytes: bytes)
 }
 
 // 9. Replication lag at the goal's rate, and below it for the floor.
-if only.contains("lag") {
-    await guarded("lag") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 600
-        for (i, rate) in [10_000, 2_000].enumerated() {
-            try await benchReplicationLag(workDir: workDir, basePort: basePort + 100 * i, rate: rate)
-        }
+await section("lag") {
+    let basePort = benchBasePort + 600
+    for (i, rate) in [10_000, 2_000].enumerated() {
+        try await benchReplicationLag(workDir: workDir, basePort: basePort + 100 * i, rate: rate)
     }
 }
 
 // 10. The peer, rsyslog + ompgsql, beside bcpipe's collector on the same events.
-if only.contains("peer") {
-    await guarded("peer") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 900
-        try await benchPeer(workDir: workDir, basePort: basePort)
-    }
+await section("peer") {
+    let basePort = benchBasePort + 900
+    try await benchPeer(workDir: workDir, basePort: basePort)
 }
 
 // 11. Sustained load (10 minutes by default; alone: scripts/load).
-if only.contains("load") {
-    await guarded("load") {
-        print("")
-        let basePort = (ProcessInfo.processInfo.environment["BENCH_BASE_PORT"].flatMap(Int.init) ?? 27_700) + 800
-        let env = ProcessInfo.processInfo.environment
-        try await runLoad(
-            workDir: workDir, basePort: basePort, seconds: env["BENCH_LOAD_SECONDS"].flatMap(Double.init) ?? 600,
-            eventsPerSecond: env["BENCH_LOAD_RATE"].flatMap(Double.init) ?? 100_000)
-    }
+await section("load") {
+    let basePort = benchBasePort + 800
+    let env = ProcessInfo.processInfo.environment
+    try await runLoad(
+        workDir: workDir, basePort: basePort, seconds: env["BENCH_LOAD_SECONDS"].flatMap(Double.init) ?? 600,
+        eventsPerSecond: env["BENCH_LOAD_RATE"].flatMap(Double.init) ?? 100_000)
 }
 
 // BENCHMARKS.md: every figure beside its baseline and goal, and the machine (BENCH_REPORT=path).
