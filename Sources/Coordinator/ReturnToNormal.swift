@@ -256,12 +256,37 @@ public struct ReturnToNormal: Sendable {
             let writer = active == site ? target : mart
             try await writer.query(
                 "UPDATE control.purge_hold SET released_at = now() WHERE reason = $1 AND released_at IS NULL", [reason])
+            if !isActiveActive {
+                // `normal` means the standby reports what the active does: it has replayed the
+                // re-admission (its sources no longer `retired`) before the phase says so.
+                try await waitForStandby(active == site ? mart : target)
+            }
             try await mart.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
             try await target.query("UPDATE control.deployment SET phase = 'normal', updated_at = now()")
             return #"{"phase": "normal"}"#
         default:
             throw ControlError("unknown step \(step)")
         }
+    }
+
+    /// Waits (60 s at most) until the standby's replicated `control.source_state` no longer calls
+    /// this site's sources retired: the re-admission has reached it through replication.
+    func waitForStandby(_ standby: PostgresConnection) async throws {
+        let sources = "{" + topology.sources.filter { $0.site == site }.map(\.name).joined(separator: ",") + "}"
+        let started = Date()
+        while true {
+            let left = try await standby.query(
+                "SELECT count(*) FROM control.source_state WHERE source = ANY($1::text[]) AND state = 'retired'",
+                [sources])[0].decode(0, as: Int64.self)
+            if left == 0 { break }
+            guard Date().timeIntervalSince(started) < 60 else {
+                throw ControlError(
+                    "the standby mart has not replayed the re-admission of \(site)'s sources within 60 s; see the replication line of bcpipe rtn status, then run this command again to finish"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        say("    the standby replayed the re-admission in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
     }
 
     /// The gap-free copy: slot + exported snapshot on the reporting mart, each published table
