@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "Collector",
             dependencies: [
-                "DiskQueue", "EventModel", "EventRows", "PostgresClient", "Topology", "ZstdCompression",
+                "Control", "DiskQueue", "EventModel", "EventRows", "PostgresClient", "Topology", "ZstdCompression",
                 "GzipCompression",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -58,17 +58,19 @@ let package = Package(
         .target(
             name: "Extractor",
             dependencies: [
-                "EventModel", "EventRows", "PostgresClient", "Topology",
+                "Control", "EventModel", "EventRows", "PostgresClient", "Topology",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The control plane's vocabulary, its pure state machine and the one owner of its SQL.
+        .target(name: "Control", dependencies: ["PostgresClient", "Topology"]),
         // The coordinators, the witness and the business-continuity procedures (dr declare, rtn start).
         .target(
             name: "Coordinator",
             dependencies: [
-                "PostgresClient", "Topology",
+                "Control", "PostgresClient", "Topology",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -78,7 +80,7 @@ let package = Package(
         .target(name: "Traffic", dependencies: ["EventModel", "Topology"]),
         .target(
             name: "Demo",
-            dependencies: ["Coordinator", "Lab", "Topology", "PostgresClient", "Traffic", "EventModel"]),
+            dependencies: ["Control", "Coordinator", "Lab", "Topology", "PostgresClient", "Traffic", "EventModel"]),
         // The NDJSON interaction event of CONTRACT 1: parser, validator, encoder.
         .target(name: "EventModel", dependencies: ["CivilTime"]),
         // The topology file of CONTRACT 3.
@@ -99,7 +101,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
-                "Collector", "Traffic", "Extractor", "Coordinator", "Demo",
+                "Collector", "Traffic", "Extractor", "Control", "Coordinator", "Demo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -108,7 +110,7 @@ let package = Package(
             name: "bcpipe-bench",
             dependencies: [
                 "PostgresClient", "EventModel", "ZstdCompression", "Lab", "Schema", "DiskQueue", "Collector", "Traffic",
-                "Topology", "Extractor", "Coordinator",
+                "Topology", "Extractor", "Control", "Coordinator",
             ]),
 
         // Processes the tests start, SIGKILL and measure (a queue writer, a queue drainer).
@@ -123,14 +125,14 @@ let package = Package(
             dependencies: [
                 "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
                 "Collector",
-                "Traffic", "Extractor", "Coordinator", "Demo",
+                "Traffic", "Extractor", "Control", "Coordinator", "Demo",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
-                "Coordinator", "Traffic", "ZstdCompression", "Demo",
+                "Control", "Coordinator", "Traffic", "ZstdCompression", "Demo",
             ]),
     ],
     swiftLanguageModes: [.v6]

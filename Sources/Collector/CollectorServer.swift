@@ -1,4 +1,6 @@
+import Control
 import DiskQueue
+import EventModel
 import Foundation
 import Hummingbird
 import Logging
@@ -22,7 +24,13 @@ public struct CollectorServer: Sendable {
         let queue = try DiskQueue(settings.queue, logger: logger)
         let registry = PrometheusCollectorRegistry()
         let state = CollectorState(registry: registry, collector: settings.name)
-        if let last = queue.lastRecords?.last, let seq = Self.seq(of: last) { state.restored(through: seq) }
+        // The seqs accepted before a restart: the last durable frame's last event, parsed as the
+        // shipper parses every queued record.
+        if let last = queue.lastRecords?.last,
+            case .success(let event) = last.withUnsafeBytes({ EventParser().parseLine($0) })
+        {
+            state.restored(through: event.seq)
+        }
         let ingest = Ingest(settings: settings, queue: queue, state: state)
         let shipper = Shipper(settings: settings, queue: queue, state: state, logger: logger)
         let router = Self.router(settings: settings, ingest: ingest, queue: queue, state: state, registry: registry)
@@ -39,18 +47,11 @@ public struct CollectorServer: Sendable {
         do {
             try await group.run()
         } catch {
-            queue.close()
+            await queue.shutdown()
             throw error
         }
-        queue.close()
+        await queue.shutdown()
         logger.info("collector stopped; the disk queue is closed", metadata: ["collector": "\(settings.name)"])
-    }
-
-    /// The seq of a canonical event record, read without a full parse.
-    static func seq(of record: [UInt8]) -> Int64? {
-        guard let r = String(decoding: record, as: UTF8.self).range(of: "\"seq\":") else { return nil }
-        let digits = String(decoding: record, as: UTF8.self)[r.upperBound...].prefix { $0.isNumber }
-        return Int64(digits)
     }
 
     static func router(
@@ -106,28 +107,29 @@ public struct CollectorServer: Sendable {
                 body: .init(byteBuffer: ByteBuffer(bytes: out)))
         }
         router.get("/v1/status") { _, _ -> Response in
-            let s = queue.stats
-            let snap = state.snapshot
-            func iso(_ ms: Int64?) -> Any {
-                guard let ms else { return NSNull() }
-                return ISO8601DateFormatter.withMilliseconds.string(
-                    from: Date(timeIntervalSince1970: Double(ms) / 1000))
-            }
-            let mode = DeliveryMode.of(
-                linkUp: snap.linkUp, backlog: s.events, threshold: UInt64(settings.shipBatchEvents))
-            let status: [String: Any] = [
-                "name": settings.name, "source": settings.source,
-                "idb": ["site": settings.idbSite, "database": settings.idbDatabase, "reachable": snap.linkUp],
-                "mode": mode.rawValue,
-                "queue": [
-                    "events": s.events, "bytes": s.bytes, "oldest_event_ts": iso(s.oldestEventTimestamp),
-                    "segments": s.segments, "lost_events": s.lostEvents, "writable": s.writable,
-                ],
-                "shipped": ["seq": snap.shippedSeq.map { $0 as Any } ?? NSNull(), "ts": iso(snap.shippedTs)],
-            ]
-            return Self.json(200, Ingest.json(status))
+            let body = (try? JSONEncoder.sortedKeys.encode(Self.report(settings: settings, queue: queue, state: state)))
+            return Self.json(200, body.map { String(decoding: $0, as: UTF8.self) } ?? "{}")
         }
         return router
+    }
+
+    /// What `GET /v1/status` serves.
+    static func report(settings: CollectorSettings, queue: DiskQueue, state: CollectorState) -> CollectorReport {
+        let s = queue.stats
+        let snap = state.snapshot
+        func iso(_ ms: Int64?) -> String? {
+            ms.map {
+                ISO8601DateFormatter.withMilliseconds.string(from: Date(timeIntervalSince1970: Double($0) / 1000))
+            }
+        }
+        return CollectorReport(
+            name: settings.name, source: settings.source,
+            idb: .init(site: settings.idbSite, database: settings.idbDatabase, reachable: snap.linkUp),
+            mode: DeliveryMode.of(linkUp: snap.linkUp, backlog: s.events, threshold: UInt64(settings.shipBatchEvents)),
+            queue: .init(
+                events: s.events, bytes: s.bytes, oldestEventTs: iso(s.oldestEventTimestamp), segments: s.segments,
+                lostEvents: s.lostEvents, writable: s.writable),
+            shipped: .init(seq: snap.shippedSeq, ts: iso(snap.shippedTs)))
     }
 
     static func response(_ a: IngestAnswer) -> Response {
@@ -148,5 +150,13 @@ extension ISO8601DateFormatter {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return f
+    }
+}
+
+extension JSONEncoder {
+    static var sortedKeys: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
     }
 }

@@ -3,6 +3,7 @@ import Prometheus
 
 /// The collector's shared, changing state: the seq watermark, the link, what was shipped, and
 /// its metrics. Guarded by a lock; every method is short.
+/// `@unchecked Sendable`: every variable is behind `lock` (continuations are resumed outside it).
 public final class CollectorState: @unchecked Sendable {
     private let lock = NSLock()
     private var watermark = SeqWatermark()

@@ -149,20 +149,3 @@ public struct SeqWatermark: Sendable, Equatable {
         restoredThrough = Swift.max(restoredThrough, seq)
     }
 }
-
-/// How a collector is delivering to its IDB (CONTRACT 2 `mode`).
-public enum DeliveryMode: String, Sendable, Equatable {
-    /// The IDB is reachable and the queue is (nearly) empty.
-    case direct
-    /// The IDB is unreachable: events wait in the disk queue.
-    case queueing
-    /// The IDB is reachable again and the backlog is shipping.
-    case draining
-
-    /// The mode for a link state and a backlog. `threshold` is the backlog (events) a single ship
-    /// batch clears: below it the queue is "near empty".
-    public static func of(linkUp: Bool, backlog: UInt64, threshold: UInt64) -> DeliveryMode {
-        guard linkUp else { return .queueing }
-        return backlog > threshold ? .draining : .direct
-    }
-}

@@ -36,6 +36,7 @@ struct Shipper: Service {
                         "IDB unreachable; events wait in the disk queue",
                         metadata: [
                             "idb": "\(settings.idbSite)/\(settings.idbDatabase)", "error": "\(error)",
+                            "code": "\((error as? ShipperError)?.code.rawValue ?? ShipperError.Code.ship.rawValue)",
                             "retry_in": "\(String(format: "%.1f", backoff)) s",
                             "failed_attempts": "\(failedSinceWarned)",
                         ])
@@ -59,19 +60,19 @@ struct Shipper: Service {
         config.operationTimeout = settings.operationTimeout
         config.statementTimeoutMilliseconds = Int(settings.operationTimeout * 1000) - 2000
         config.applicationName = "bcpipe collector \(settings.name)"
-        let conn = try await PostgresConnection.connect(config, logger: logger)
+        let conn: PostgresConnection
         do {
-            try await ship(on: conn)
-            await conn.close()
+            conn = try await PostgresConnection.connect(config, logger: logger)
         } catch {
-            await conn.close()
-            throw error
+            throw ShipperError(
+                .connect, "cannot connect to IDB \(settings.idbSite)/\(settings.idbDatabase)", cause: error)
         }
+        try await conn.closing { try await ship(on: $0) }
     }
 
     private func ship(on conn: PostgresConnection) async throws {
         guard try await IDBWriter.prepare(conn) else {
-            throw ShipperError("another shipper holds IDB \(settings.idbDatabase); retrying")
+            throw ShipperError(.lockHeld, "another shipper holds IDB \(settings.idbDatabase); retrying")
         }
         if let seq = try await IDBWriter.checkpoint(conn, source: settings.source) { state.restored(through: seq) }
         state.setLink(up: true)
@@ -79,21 +80,26 @@ struct Shipper: Service {
         let reader = queue.makeReader()
         let parser = EventParser()
         // Reading and encoding the next batch overlaps the transaction of the current one.
-        var next = try prepareNext(reader, parser)
+        var next = try await prepareNext(reader, parser)
         while !(Task.isCancelled || Task.isShuttingDownGracefully) {
             guard let (batch, ackIndex) = next else {
                 updateQueueMetrics()
                 _ = await queue.waitForData(after: reader.position, timeout: 1)
                 // Keep the link checked while idle.
                 if queue.stats.events == 0 { try await conn.query("SELECT 1") }
-                next = try prepareNext(reader, parser)
+                next = try await prepareNext(reader, parser)
                 continue
             }
             let collector = settings.name
             async let shipping = IDBWriter.ship(batch, on: conn, collector: collector)
-            let following = try prepareNext(reader, parser)
-            let shipped = try await shipping
-            try queue.ack(
+            let following = try await prepareNext(reader, parser)
+            let shipped: IDBWriter.Shipped
+            do {
+                shipped = try await shipping
+            } catch {
+                throw ShipperError(.ship, "shipping \(batch.events) events to the IDB failed", cause: error)
+            }
+            try await acknowledge(
                 through: QueuePosition(segment: batch.end.segment, offset: batch.end.offset), nextIndex: ackIndex)
             state.metrics.shipBatches.increment()
             state.metrics.shipEvents.increment(by: Int64(shipped.inserted))
@@ -103,9 +109,16 @@ struct Shipper: Service {
         }
     }
 
-    /// Reads up to one ship batch from the queue and encodes it; nil when the queue is empty.
-    private func prepareNext(_ reader: QueueReader, _ parser: EventParser) throws -> (IDBWriter.Prepared, UInt64)? {
-        let batches = try reader.next(maxFrames: 1024, maxBytes: settings.shipBatchEvents * 256)
+    /// Reads up to one ship batch from the queue (on its I/O thread) and encodes it; nil when the
+    /// queue is empty.
+    private func prepareNext(_ reader: QueueReader, _ parser: EventParser) async throws -> (IDBWriter.Prepared, UInt64)?
+    {
+        let batches: [QueueBatch]
+        do {
+            batches = try await reader.read(maxFrames: 1024, maxBytes: settings.shipBatchEvents * 256)
+        } catch {
+            throw ShipperError(.queue, "reading the disk queue at \(reader.position) failed", cause: error)
+        }
         guard let last = batches.last else { return nil }
         var events: [Event] = []
         events.reserveCapacity(batches.reduce(0) { $0 + $1.records.count })
@@ -122,10 +135,19 @@ struct Shipper: Service {
         }
         guard let prepared = IDBWriter.prepare(events, segment: last.end.segment, offset: last.end.offset) else {
             // Nothing usable in these frames: acknowledge them so they are not read again.
-            try queue.ack(through: last.end, nextIndex: last.endIndex)
-            return try prepareNext(reader, parser)
+            try await acknowledge(through: last.end, nextIndex: last.endIndex)
+            return try await prepareNext(reader, parser)
         }
         return (prepared, last.endIndex)
+    }
+
+    /// Acknowledges shipped frames (on the queue's I/O thread).
+    private func acknowledge(through position: QueuePosition, nextIndex: UInt64) async throws {
+        do {
+            try await queue.acknowledge(through: position, nextIndex: nextIndex)
+        } catch {
+            throw ShipperError(.queue, "acknowledging the disk queue through \(position) failed", cause: error)
+        }
     }
 
     func updateQueueMetrics() {
@@ -138,7 +160,29 @@ struct Shipper: Service {
     }
 }
 
+/// Why the shipper stopped shipping for now; it reconnects and goes on from the ack cursor
+/// (nothing acknowledged is lost). `cause` is the error underneath, if any.
 struct ShipperError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
+    enum Code: String {
+        /// The IDB did not take the connection.
+        case connect
+        /// Another shipper (a second collector process on the same IDB) holds its lock.
+        case lockHeld = "lock-held"
+        /// A batch's transaction failed (the link broke, the server refused).
+        case ship
+        /// The disk queue could not be read or acknowledged.
+        case queue
+    }
+
+    var code: Code
+    var message: String
+    var cause: (any Error)?
+
+    init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    var description: String { cause.map { "\(message): \($0)" } ?? message }
 }

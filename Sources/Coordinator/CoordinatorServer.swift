@@ -1,8 +1,10 @@
+import Control
 import Foundation
 import Hummingbird
 import Logging
 import PostgresClient
 import ServiceLifecycle
+import Synchronization
 import Topology
 
 #if canImport(FoundationNetworking)
@@ -15,7 +17,7 @@ public struct CoordinatorStatus: Codable, Sendable {
         public var site: String
         public var reachable: Bool
         public var epoch: Int64?
-        public var phase: String?
+        public var phase: Phase?
         public var error: String?
     }
 
@@ -34,19 +36,25 @@ public struct CoordinatorStatus: Codable, Sendable {
 /// A site's coordinator: watches its own mart and its peers, holds the site's view of phase,
 /// epoch, mode and role in the mart's `control` schema, serves it over HTTP, and fences its own
 /// site when a peer declared it failed at a later epoch (an old epoch must not write).
-public final class CoordinatorServer: @unchecked Sendable {
+public final class CoordinatorServer: Sendable {
     public let topology: Topology
     public let site: Topology.Site
     let logger: Logger
-    private let lock = NSLock()
-    private var latest: CoordinatorStatus
-    private var mart: PostgresConnection?
-    public var pollInterval: Double = 1
+    public let pollInterval: Double
     /// `BCPIPE_COORDINATOR_TOKEN`: when set, everything but `/healthz` needs it (Bearer, or
     /// Basic with it as the password for a browser), and peers are asked with it.
-    public var token: String? = AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN")
+    public let token: String?
 
-    public init(topology: Topology, site: String, logger: Logger) throws {
+    /// What the rounds share with the HTTP handlers: the last status, the own mart's connection
+    /// (kept between rounds) and the deployment view served for a second.
+    private struct Shared: Sendable {
+        var latest: CoordinatorStatus
+        var mart: PostgresConnection?
+        var deploymentCache: (at: Date, status: DeploymentStatus)?
+    }
+    private let shared: Mutex<Shared>
+
+    public init(topology: Topology, site: String, token: String?, pollInterval: Double = 1, logger: Logger) throws {
         guard let s = topology.site(named: site) else {
             throw TopologyError(
                 path: "--site",
@@ -55,44 +63,58 @@ public final class CoordinatorServer: @unchecked Sendable {
         self.topology = topology
         self.site = s
         self.logger = logger
-        latest = CoordinatorStatus(site: site, martReachable: false, checkedAt: "")
+        self.token = token
+        self.pollInterval = pollInterval
+        shared = Mutex(Shared(latest: CoordinatorStatus(site: site, martReachable: false, checkedAt: "")))
     }
 
     public var status: CoordinatorStatus {
-        lock.withLock { latest }
+        shared.withLock { $0.latest }
     }
-
-    private var deploymentCache: (at: Date, status: DeploymentStatus)?
 
     /// `DeploymentStatus.gather` over this site's topology, reused for a second.
     func deployment() async -> DeploymentStatus {
-        if let c = lock.withLock({ deploymentCache }), Date().timeIntervalSince(c.at) < 1 { return c.status }
+        if let c = shared.withLock({ $0.deploymentCache }), Date().timeIntervalSince(c.at) < 1 { return c.status }
         let fresh = await DeploymentStatus.gather(topology, token: token)
-        lock.withLock { deploymentCache = (Date(), fresh) }
+        shared.withLock { $0.deploymentCache = (Date(), fresh) }
         return fresh
+    }
+
+    /// The own mart's connection, opened (and its identity initialized) when there is none.
+    func martConnection() async throws -> PostgresConnection {
+        if let m = shared.withLock({ $0.mart }) { return m }
+        var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+        config.connectTimeout = 3
+        config.operationTimeout = 5
+        config.statementTimeoutMilliseconds = 5_000
+        config.applicationName = "bcpipe coordinator \(site.name)"
+        let m = try await PostgresConnection.connect(config, logger: logger)
+        do {
+            try await ControlStore(m).initialize(topology: topology, site: site.name)
+        } catch {
+            await m.close()
+            throw error
+        }
+        shared.withLock { $0.mart = m }
+        return m
     }
 
     /// One round: the own mart's state, the peers' status, fencing.
     public func check() async -> CoordinatorStatus {
         var s = CoordinatorStatus(
             site: site.name, martReachable: false, checkedAt: ISO8601DateFormatter().string(from: Date()))
+        var mart: PostgresConnection?
         do {
-            if mart == nil {
-                var config = PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
-                config.connectTimeout = 3
-                config.operationTimeout = 5
-                config.statementTimeoutMilliseconds = 5_000
-                config.applicationName = "bcpipe coordinator \(site.name)"
-                mart = try await PostgresConnection.connect(config, logger: logger)
-                try await ControlState.initialize(mart!, topology: topology, site: site.name)
-            }
-            s.control = try await ControlState.load(mart!, journal: 20)
+            let m = try await martConnection()
+            mart = m
+            s.control = try await ControlStore(m).load(journal: 20)
             s.martReachable = true
-            try await keepReportingRole(mart!, s.control!)
+            try await keepReportingRole(m, s.control!)
         } catch {
             s.error = "\(error)"
             if let m = mart { await m.close() }
             mart = nil
+            shared.withLock { $0.mart = nil }
         }
         for peer in topology.sites where peer.name != site.name {
             var p = CoordinatorStatus.Peer(site: peer.name, reachable: false)
@@ -103,6 +125,7 @@ public final class CoordinatorServer: @unchecked Sendable {
                 let (data, response) = try await URLSession.shared.fetch(request)
                 if response?.statusCode == 401 {
                     throw ControlError(
+                        .refused,
                         "\(peer.name)'s coordinator refused this one's token: set the same BCPIPE_COORDINATOR_TOKEN at every site"
                     )
                 }
@@ -110,22 +133,14 @@ public final class CoordinatorServer: @unchecked Sendable {
                 p.reachable = true
                 p.epoch = other.control?.epoch
                 p.phase = other.control?.phase
-                // A peer that retired this site at a later epoch fences it.
-                if let o = other.control, let mine = s.control, o.epoch > mine.epoch,
-                    o.retiredSites.contains(site.name), mine.fencedReason == nil, let m = mart
-                {
-                    let reason =
-                        "\(peer.name) declared \(site.name) failed at epoch \(o.epoch) (this site holds epoch \(mine.epoch)); nothing here writes until return to normal re-admits \(site.name)"
+                if let o = other.control, let mine = s.control, let m = mart,
+                    let fence = DeploymentMachine.fence(site: site.name, mine: mine, peer: peer.name, theirs: o),
                     // Conditional in the statement itself: return to normal may have re-admitted
                     // this site (a later epoch here) since the state above was read.
-                    let fenced = try await m.query(
-                        "UPDATE control.deployment SET fenced_reason = $1, fenced_epoch = $2 WHERE epoch < $2 AND fenced_reason IS NULL",
-                        [reason, o.epoch]
-                    ).affectedRows
-                    if fenced > 0 {
-                        s.control?.fencedReason = reason
-                        logger.error("fenced", metadata: ["reason": "\(reason)"])
-                    }
+                    try await ControlStore(m).fence(reason: fence.reason, epoch: fence.epoch)
+                {
+                    s.control?.fencedReason = fence.reason
+                    logger.error("fenced", metadata: ["reason": "\(fence.reason)"])
                 }
             } catch {
                 p.error = "\(error.localizedDescription)"
@@ -133,11 +148,11 @@ public final class CoordinatorServer: @unchecked Sendable {
             s.peers.append(p)
         }
         do {
-            try await replicate(&s)
+            try await replicate(&s, mart: mart)
         } catch {
             s.error = "replication: \(error)"
         }
-        lock.withLock { latest = s }
+        shared.withLock { $0.latest = s }
         return s
     }
 
@@ -146,7 +161,7 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// Compared with the catalog every round, not a remembered value: a migration (or an operator)
     /// may have changed the setting since.
     func keepReportingRole(_ m: PostgresConnection, _ c: ControlState) async throws {
-        let readWrite = c.role == "active" && c.fencedReason == nil && c.reportingSite == site.name
+        let readWrite = c.isWritableReporting
         let rows = try await m.query(
             """
             SELECT r.oid IS NOT NULL AND to_regprocedure('control.set_reporting_read_only(boolean)') IS NOT NULL,
@@ -169,9 +184,9 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     /// Active-standby: the standby's mart subscribes to the active one (set up once, here);
     /// the active reports its subscribers' lag.
-    func replicate(_ s: inout CoordinatorStatus) async throws {
-        guard let c = s.control, let m = mart, c.mode == Topology.Mode.activeStandby.rawValue else { return }
-        if c.role == "active" {
+    func replicate(_ s: inout CoordinatorStatus, mart: PostgresConnection?) async throws {
+        guard let c = s.control, let m = mart, c.mode == .activeStandby else { return }
+        if c.role == .active {
             s.replication = try await Replication.lags(m)
             return
         }
@@ -180,7 +195,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         // Only a standby that is not behind any peer's epoch subscribes by itself; a site coming
         // back after disaster recovery is brought in by rtn start.
         // Nor while a procedure runs here (a switch-over subscribes the old active itself).
-        guard !subscribed, c.fencedReason == nil, c.phase == "normal", c.procedure?.status != "running",
+        guard !subscribed, c.fencedReason == nil, c.phase == .normal, c.running == nil,
             s.peers.allSatisfy({ ($0.epoch ?? 0) <= c.epoch }),
             let activeName = c.reportingSite,
             activeName != site.name, let active = topology.site(named: activeName)
@@ -188,10 +203,10 @@ public final class CoordinatorServer: @unchecked Sendable {
         var config = PostgresConfiguration(conninfo: active.postgres, database: Topology.martDatabase)
         config.connectTimeout = 3
         config.operationTimeout = 10
-        let publisher = try await PostgresConnection.connect(config, logger: logger)
-        defer { Task { await publisher.close() } }
-        try await Replication.ensurePublication(publisher)
-        try await Replication.subscribe(m, site: site.name, publisher: publisher, publisherSite: active.name)
+        try await PostgresConnection.with(config, logger: logger) { publisher in
+            try await Replication.ensurePublication(publisher)
+            try await Replication.subscribe(m, site: site.name, publisher: publisher, publisherSite: active.name)
+        }
         s.subscribed = true
         logger.notice(
             "standby mart subscribed to the active mart",
@@ -251,7 +266,7 @@ public final class CoordinatorServer: @unchecked Sendable {
                 services: [.init(service: app), .init(service: Watcher(server: self))],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        if let m = mart { await m.close() }
+        if let m = shared.withLock({ $0.mart }) { await m.close() }
     }
 }
 

@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import PostgresClient
 import Topology
@@ -12,10 +13,10 @@ import Topology
 /// unreachable site is reported as such, quickly.
 public struct DeploymentStatus: Codable, Sendable {
     public var deployment: String
-    public var mode: String
+    public var mode: Topology.Mode
     /// The highest epoch any reachable mart holds, and that mart's phase and reporting site.
     public var epoch: Int64?
-    public var phase: String?
+    public var phase: Phase?
     public var reportingSite: String?
     public var sites: [SiteStatus]
     public var collectors: [CollectorStatus]
@@ -32,20 +33,13 @@ public struct DeploymentStatus: Codable, Sendable {
         return encoder
     }
 
-    public struct SourceStatus: Codable, Sendable {
-        public var source: String
-        public var state: String
-        public var completeThrough: String?
-        public var lagSeconds: Double?
-    }
-
     public struct SiteStatus: Codable, Sendable {
         public var name: String
         public var reachable: Bool
         public var error: String?
-        public var phase: String?
+        public var phase: Phase?
         public var epoch: Int64?
-        public var role: String?
+        public var role: Role?
         public var reportingSite: String?
         public var fenced: String?
         public var coordinator: String
@@ -85,7 +79,7 @@ public struct DeploymentStatus: Codable, Sendable {
         public var listen: String
         public var idb: String
         public var running: Bool
-        public var mode: String?
+        public var mode: DeliveryMode?
         public var idbReachable: Bool?
         public var queueEvents: Int?
         public var queueBytes: Int?
@@ -131,16 +125,15 @@ public struct DeploymentStatus: Codable, Sendable {
         request.timeoutInterval = 2
         do {
             let (data, _) = try await URLSession.shared.fetch(request)
-            let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
-            let queue = json["queue"] as? [String: Any] ?? [:]
             status.running = true
-            status.mode = json["mode"] as? String
-            status.idbReachable = (json["idb"] as? [String: Any])?["reachable"] as? Bool
-            status.queueEvents = queue["events"] as? Int
-            status.queueBytes = queue["bytes"] as? Int
-            status.oldestEventTs = queue["oldest_event_ts"] as? String
-            status.lostEvents = queue["lost_events"] as? Int
-            status.shippedSeq = ((json["shipped"] as? [String: Any])?["seq"] as? NSNumber)?.int64Value
+            let report = try JSONDecoder().decode(CollectorReport.self, from: data)
+            status.mode = report.mode
+            status.idbReachable = report.idb.reachable
+            status.queueEvents = Int(report.queue.events)
+            status.queueBytes = report.queue.bytes
+            status.oldestEventTs = report.queue.oldestEventTs
+            status.lostEvents = Int(report.queue.lostEvents)
+            status.shippedSeq = report.shipped.seq
         } catch {
             status.error = "not answering: \(error.localizedDescription)"
         }
@@ -168,41 +161,7 @@ public struct DeploymentStatus: Codable, Sendable {
                 databases: topology.databases(atSite: site.name))
             status.coordinatorAnswers = await Reachability.http(site.coordinator)
             do {
-                let conn = try await PostgresConnection.connect(config)
-                defer { Task { await conn.close() } }
-                let control = try await ControlState.load(conn, journal: 20)
-                status.phase = control.phase
-                status.epoch = control.epoch
-                status.role = control.role
-                status.reportingSite = control.reportingSite
-                status.fenced = control.fencedReason
-                status.retired = control.retiredSites + control.retiredSources + control.retiredIDBs
-                status.procedure = control.procedure
-                status.journal = control.journal
-                status.replication = try await Replication.lags(conn)
-                status.following = try await Replication.following(conn)
-                if let e = try await conn.query(
-                    "SELECT complete_through, cycles FROM control.extractor WHERE site = $1", [site.name]
-                ).first {
-                    status.extractorCompleteThrough = e[0]
-                    status.extractorCycles = try e.decode(1, as: Int64.self)
-                }
-                for r in try await conn.query(
-                    "SELECT source, state, complete_through, extract(epoch FROM now() - complete_through) FROM control.source_state ORDER BY source"
-                ) {
-                    status.sources.append(
-                        SourceStatus(
-                            source: try r.decode(0, as: String.self), state: try r.decode(1, as: String.self),
-                            completeThrough: r[2], lagSeconds: try r.decode(3, as: Double?.self)))
-                }
-                if let r = try await conn.query(
-                    "SELECT array_to_string(time_zones, ','), sub_hour_minutes FROM mart.interval_settings"
-                ).first {
-                    status.intervalViews = IntervalViews(
-                        timeZones: (r[0] ?? "").split(separator: ",").map(String.init),
-                        subHourMinutes: try r.decode(1, as: Int.self))
-                }
-                status.reachable = true
+                status = try await PostgresConnection.with(config) { try await Self.read(status, from: $0) }
             } catch {
                 status.error = "\(error)"
             }
@@ -213,23 +172,54 @@ public struct DeploymentStatus: Codable, Sendable {
         let leader = sites.filter { $0.fenced == nil && $0.epoch != nil }.max { ($0.epoch ?? 0) < ($1.epoch ?? 0) }
         let seen = await witnesses
         return DeploymentStatus(
-            deployment: topology.deployment.name, mode: topology.deployment.mode.rawValue, epoch: leader?.epoch,
+            deployment: topology.deployment.name, mode: topology.deployment.mode, epoch: leader?.epoch,
             phase: leader?.phase, reportingSite: leader?.reportingSite, sites: sites, collectors: collectors,
             witnesses: seen, partitionGuard: partitionGuard(seen),
             collectedAt: ISO8601DateFormatter.withFractionalSeconds.string(from: Date()))
+    }
+
+    /// A reachable site's mart: its control state, replication, progress and sources.
+    static func read(_ base: SiteStatus, from conn: PostgresConnection) async throws -> SiteStatus {
+        var s = base
+        let store = ControlStore(conn)
+        let control = try await store.load(journal: 20)
+        s.phase = control.phase
+        s.epoch = control.epoch
+        s.role = control.role
+        s.reportingSite = control.reportingSite
+        s.fenced = control.fencedReason
+        s.retired = control.retiredSites + control.retiredSources + control.retiredIDBs
+        s.procedure = control.procedure
+        s.journal = control.journal
+        s.replication = try await Replication.lags(conn)
+        s.following = try await Replication.following(conn)
+        if let e = try await store.extractorProgress(site: s.name) {
+            s.extractorCompleteThrough = e.completeThrough
+            s.extractorCycles = e.cycles
+        }
+        s.sources = try await store.sourceStates()
+        if let r = try await conn.query(
+            "SELECT array_to_string(time_zones, ','), sub_hour_minutes FROM mart.interval_settings"
+        ).first {
+            s.intervalViews = IntervalViews(
+                timeZones: (r[0] ?? "").split(separator: ",").map(String.init),
+                subHourMinutes: try r.decode(1, as: Int.self))
+        }
+        s.reachable = true
+        return s
     }
 
     /// The text `bcpipe status` prints.
     public func lines() -> [String] {
         var out: [String] = []
         out.append(
-            "deployment \(self.deployment): mode \(self.mode), phase \(self.phase ?? "?"), epoch \(self.epoch.map(String.init) ?? "?"), reporting mart \(self.reportingSite.map { "\($0)/mart" } ?? "?")"
+            "deployment \(self.deployment): mode \(self.mode.rawValue), phase \(self.phase?.rawValue ?? "?"), epoch \(self.epoch.map(String.init) ?? "?"), reporting mart \(self.reportingSite.map { "\($0)/mart" } ?? "?")"
         )
         for s in sites {
             let coordinator = s.coordinatorAnswers ? "coordinator up" : "coordinator DOWN"
             if s.reachable {
                 out.append(
-                    "  \(s.name): reachable, \(coordinator), mart \(s.role ?? "?"), phase \(s.phase ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
+                    "  \(s.name): reachable, \(coordinator), mart \(s.role?.rawValue ?? "?"), phase \(s.phase?.rawValue ?? "?"), epoch \(s.epoch.map(String.init) ?? "?"), databases \(s.databases.joined(separator: ", "))"
                 )
                 if let f = s.fenced { out.append("    FENCED: \(f)") }
                 for r in s.replication {
@@ -242,7 +232,7 @@ public struct DeploymentStatus: Codable, Sendable {
                 if let v = s.intervalViews { out.append("    interval views: \(v.summary)") }
                 for src in s.sources {
                     out.append(
-                        "    source \(src.source): \(src.state), complete through \(src.completeThrough ?? "-")\(src.lagSeconds.map { String(format: ", lag %.1f s", $0) } ?? "")"
+                        "    source \(src.source): \(src.state.rawValue), complete through \(src.completeThrough ?? "-")\(src.lagSeconds.map { String(format: ", lag %.1f s", $0) } ?? "")"
                     )
                 }
             } else {
@@ -254,7 +244,7 @@ public struct DeploymentStatus: Codable, Sendable {
             let p = site.procedure
         {
             out.append(
-                "procedure: \(p.kind) \(p.target) — \(p.status), started by \(p.startedBy) at \(p.startedAt), steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.joined(separator: ", "))"
+                "procedure: \(p.kind.rawValue) \(p.target) — \(p.status.rawValue), started by \(p.startedBy) at \(p.startedAt), steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.map(\.rawValue).joined(separator: ", "))"
             )
             for j in site.journal.suffix(10) {
                 out.append("  \(j.at) epoch \(j.epoch) \(j.actor): \(j.procedure) / \(j.step) \(j.status)")
@@ -280,7 +270,7 @@ public struct DeploymentStatus: Codable, Sendable {
                     String(format: "%.0f s", Date().timeIntervalSince($0))
                 } ?? "-"
             out.append(
-                "  \(c.name) (\(c.source) → \(c.idb)): \(c.mode ?? "?"), queue \(c.queueEvents ?? 0) events, oldest \(age), shipped seq \(c.shippedSeq.map(String.init) ?? "-")\((c.lostEvents ?? 0) > 0 ? ", LOST \(c.lostEvents!)" : "")"
+                "  \(c.name) (\(c.source) → \(c.idb)): \(c.mode?.rawValue ?? "?"), queue \(c.queueEvents ?? 0) events, oldest \(age), shipped seq \(c.shippedSeq.map(String.init) ?? "-")\((c.lostEvents ?? 0) > 0 ? ", LOST \(c.lostEvents!)" : "")"
             )
         }
         return out

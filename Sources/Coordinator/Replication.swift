@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import PostgresClient
 import Topology
@@ -42,6 +43,7 @@ public enum Replication {
         let exists = try await publisher.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [publication])
         if exists.isEmpty {
             throw ControlError(
+                .notMigrated,
                 "\(publisher.configuration.targetDescription) has no publication \(publication): its mart's migrations have not all run; run bcpipe db migrate for that site"
             )
         }
@@ -92,6 +94,7 @@ public enum Replication {
             }
             guard Date() < deadline else {
                 throw ControlError(
+                    .busy,
                     "replication slot \(slot) on \(publisher.configuration.targetDescription) is still in use after 15 s; stop what uses it (see pg_stat_replication) and run this again"
                 )
             }

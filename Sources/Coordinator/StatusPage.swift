@@ -11,14 +11,14 @@ extension DeploymentStatus {
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"/>
             <meta http-equiv="refresh" content="\(refreshSeconds)"/>
-            <title>bcpipe · \(HTML.escape(deployment)) · \(HTML.escape(phase ?? "?"))</title>
+            <title>bcpipe · \(HTML.escape(deployment)) · \(HTML.escape(phase?.rawValue ?? "?"))</title>
             <style>\(HTML.style)</style></head><body>
             """)
         h.raw("<header>")
         h.element("h1", "bcpipe — \(deployment)")
         h.raw(#"<dl class="summary">"#)
         for (k, v, cls) in [
-            ("phase", phase ?? "?", phase == "normal" ? "ok" : "warn"), ("mode", mode, ""),
+            ("phase", phase?.rawValue ?? "?", phase == .normal ? "ok" : "warn"), ("mode", mode.rawValue, ""),
             ("epoch", epoch.map(String.init) ?? "?", ""),
             ("reporting mart", reporting, reportingSite == nil ? "bad" : ""),
             ("interval views", intervalViews?.summary ?? "not built yet", ""),
@@ -48,7 +48,7 @@ extension DeploymentStatus {
                 return [
                     .text(s.name), .status(link, link == "DOWN" ? "bad" : "ok"),
                     .status(s.coordinatorAnswers ? "up" : "DOWN", s.coordinatorAnswers ? "ok" : "bad"),
-                    .text(s.reachable ? (s.role ?? "?") : "unreachable"), .text(s.phase ?? "-"),
+                    .text(s.reachable ? (s.role?.rawValue ?? "?") : "unreachable"), .text(s.phase?.rawValue ?? "-"),
                     .text(s.epoch.map(String.init) ?? "-"),
                     .status(s.fenced.map { "FENCED: \($0)" } ?? "-", s.fenced == nil ? "" : "bad"),
                     .text(s.retired.isEmpty ? "-" : s.retired.joined(separator: ", ")),
@@ -86,7 +86,8 @@ extension DeploymentStatus {
                 return [
                     .text(c.name), .text("\(c.source) → \(c.idb)"),
                     .status(
-                        c.running ? (c.mode ?? "?") : "DOWN", !c.running ? "bad" : c.mode == "direct" ? "ok" : "warn"),
+                        c.running ? (c.mode?.rawValue ?? "?") : "DOWN",
+                        !c.running ? "bad" : c.mode == .direct ? "ok" : "warn"),
                     .text(c.running ? "\(c.queueEvents ?? 0) events" : "-"), .text(age),
                     .status("\(c.lostEvents ?? 0)", (c.lostEvents ?? 0) > 0 ? "bad" : ""),
                 ]
@@ -97,14 +98,14 @@ extension DeploymentStatus {
             id: "extractors", ["site", "role", "cycles", "complete through", "source", "state", "watermark", "lag"],
             sites.flatMap { s -> [[HTML.Cell]] in
                 let head: [HTML.Cell] = [
-                    .text(s.name), .text(s.fenced == nil ? (s.role ?? "?") : "fenced"),
+                    .text(s.name), .text(s.fenced == nil ? (s.role?.rawValue ?? "?") : "fenced"),
                     .text(s.extractorCycles.map(String.init) ?? "-"), .text(s.extractorCompleteThrough ?? "-"),
                 ]
                 guard !s.sources.isEmpty else { return [head + [.text("-"), .text("-"), .text("-"), .text("-")]] }
                 return s.sources.enumerated().map { i, src in
                     (i == 0 ? head : Array(repeating: HTML.Cell.text(""), count: 4)) + [
                         .text(src.source),
-                        .status(src.state, src.state == "current" ? "ok" : src.state == "retired" ? "" : "bad"),
+                        .status(src.state.rawValue, src.state == .current ? "ok" : src.state == .retired ? "" : "bad"),
                         .text(src.completeThrough ?? "-"),
                         .text(src.lagSeconds.map { String(format: "%.1f s", $0) } ?? "-"),
                     ]
@@ -117,7 +118,7 @@ extension DeploymentStatus {
         {
             h.element(
                 "p",
-                "\(p.kind) \(p.target): \(p.status), started by \(p.startedBy) at \(p.startedAt); steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.joined(separator: ", "))",
+                "\(p.kind.rawValue) \(p.target): \(p.status.rawValue), started by \(p.startedBy) at \(p.startedAt); steps done: \(p.stepsDone.isEmpty ? "none" : p.stepsDone.map(\.rawValue).joined(separator: ", "))",
                 id: "procedure")
             h.table(
                 id: "journal", ["at", "epoch", "who", "procedure", "step", "status"],

@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import Topology
 
@@ -45,20 +46,21 @@ public struct WitnessClient: Sendable {
             data = d
             status = response?.statusCode ?? 0
         } catch {
-            return .failure(ControlError("does not answer (\(error.localizedDescription))"))
+            return .failure(ControlError(.unreachable, "does not answer (\(error.localizedDescription))"))
         }
         switch status {
         case 200:
             guard let value = try? JSONDecoder().decode(T.self, from: data) else {
-                return .failure(ControlError("answered something that is not a witness's answer"))
+                return .failure(ControlError(.inconsistent, "answered something that is not a witness's answer"))
             }
             return .success(value)
         case 401:
             return .failure(
-                ControlError("refused the token: set the BCPIPE_COORDINATOR_TOKEN the witness was started with"))
+                ControlError(
+                    .refused, "refused the token: set the BCPIPE_COORDINATOR_TOKEN the witness was started with"))
         default:
             let said = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["error"] as? String
-            return .failure(ControlError("answered HTTP \(status)\(said.map { ": \($0)" } ?? "")"))
+            return .failure(ControlError(.unreachable, "answered HTTP \(status)\(said.map { ": \($0)" } ?? "")"))
         }
     }
 }

@@ -1,3 +1,4 @@
+import Control
 import Coordinator
 import Foundation
 import Lab
@@ -266,7 +267,7 @@ public struct ChaosRun: Sendable {
     /// the WAN between them is cut: refused, since the witness still reaches it. Returns whether
     /// it promoted anything (a broken promise the ledger fails on).
     func declareDuringCut(_ observer: Topology, log: (String) -> Void) async throws -> Bool {
-        let failed = await ControlState.reportingSite(observer)?.name ?? "site1"
+        let failed = await ControlStore.reportingSite(observer)?.name ?? "site1"
         guard let survivor = observer.sites.first(where: { $0.name != failed })?.name else { return false }
         let what = "  dr declare of \(failed) from \(survivor) during the cut"
         guard let refusal = try await TemptedOperator.declare(failed, from: survivor, lab: lab, actor: "bcpipe chaos")
@@ -298,9 +299,10 @@ public struct ChaosRun: Sendable {
             var config = PostgresConfiguration(conninfo: site.postgres, database: database)
             config.connectTimeout = 5
             config.statementTimeoutMilliseconds = 30_000
-            guard let c = try? await PostgresConnection.connect(config) else { return -1 }
-            defer { Task { await c.close() } }
-            return (try? await c.query(sql, [cutoffTs])[0].decode(0, as: Int.self)) ?? -1
+            let n = try? await PostgresConnection.with(config) {
+                try await $0.query(sql, [cutoffTs])[0].decode(0, as: Int.self)
+            }
+            return n ?? -1
         }
         var idbs: [(String, Int)] = []
         for c in topology.collectors {
@@ -322,16 +324,17 @@ public struct ChaosRun: Sendable {
                         "SELECT count(*) FROM mart.event WHERE ts <= $1 AND type <> 'heartbeat'")
                 ))
         }
-        guard let reporting = await ControlState.reportingSite(topology) else {
+        guard let reporting = await ControlStore.reportingSite(topology) else {
             throw DemoError("no reporting mart answers: bcpipe status --config \(topology.sites.first?.name ?? "")")
         }
-        let mart = try await PostgresConnection.connect(
-            PostgresConfiguration(conninfo: reporting.postgres, database: Topology.martDatabase))
-        defer { Task { await mart.close() } }
-        var r = try await Reconciliation.run(
-            mart: mart, martName: "\(reporting.name)/mart", writer: reporting.name, expected: expected,
-            sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } }, cutoff: cutoff,
-            slaMs: Int64(topology.reporting.slaSeconds) * 1000, timeout: 180)
+        var r = try await PostgresConnection.with(
+            PostgresConfiguration(conninfo: reporting.postgres, database: Topology.martDatabase)
+        ) { mart in
+            try await Reconciliation.run(
+                mart: mart, martName: "\(reporting.name)/mart", writer: reporting.name, expected: expected,
+                sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } }, cutoff: cutoff,
+                slaMs: Int64(topology.reporting.slaSeconds) * 1000, timeout: 180)
+        }
         r.lostWithFailedSite = lostWithSite
         var counted = 0
         for c in topology.collectors { counted += await DeploymentStatus.collectorStatus(c).lostEvents ?? 0 }

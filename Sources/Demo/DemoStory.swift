@@ -1,3 +1,4 @@
+import Control
 import Coordinator
 import Foundation
 import Lab
@@ -87,7 +88,7 @@ public struct DemoStory: Sendable {
                 problems: [])
             try await body(&a)
             a.ended = Date().timeIntervalSince(t0)
-            a.phase = await DeploymentStatus.gather(observer).phase ?? "?"
+            a.phase = await DeploymentStatus.gather(observer).phase?.rawValue ?? "?"
             say("   phase \(a.phase)")
             if let r = a.reconciliation { say("   reconciliation (\(r.mart), through \(r.cutoff)): \(r.line)") }
             say(a.ok ? "   ✓ as promised" : "   ✗ NOT as promised: \(a.problems.joined(separator: "; "))")
@@ -99,12 +100,12 @@ public struct DemoStory: Sendable {
         }
         /// Runs a procedure and records the steps it reported (not its progress lines) as the act's.
         func procedure(
-            _ a: inout Act, _ command: String, _ run: (@escaping @Sendable (String) -> Void) async throws -> Void
+            _ a: inout Act, _ command: ProcedureKind, _ run: (@escaping @Sendable (String) -> Void) async throws -> Void
         ) async throws {
             let lines = Mutex<[String]>([])
             try await run { line in lines.withLock { $0.append(line) } }
             for l in lines.withLock({ $0 }) where !l.hasSuffix("…") {
-                did(&a, "\(command): \(l.trimmingCharacters(in: .whitespaces))")
+                did(&a, "\(command.rawValue): \(l.trimmingCharacters(in: .whitespaces))")
             }
         }
         /// Reconciles the reporting mart through now (minus a moment for requests in flight).
@@ -114,13 +115,14 @@ public struct DemoStory: Sendable {
             let (expected, heldKeys, lostWithSite) = try await traffic.expectations(
                 observer, through: cutoff, failedSite: failed, failedAt: cutoff)
             let site = observer.site(named: reporting)!
-            let mart = try await PostgresConnection.connect(
-                PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase))
-            defer { Task { await mart.close() } }
-            var r = try await Reconciliation.run(
-                mart: mart, martName: "\(reporting)/mart", writer: reporting, expected: expected,
-                sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } },
-                cutoff: cutoff, slaMs: Int64(observer.reporting.slaSeconds) * 1000)
+            var r = try await PostgresConnection.with(
+                PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)
+            ) { mart in
+                try await Reconciliation.run(
+                    mart: mart, martName: "\(reporting)/mart", writer: reporting, expected: expected,
+                    sentAtAll: { traffic.posted().merging(heldKeys) { $0.union($1) } },
+                    cutoff: cutoff, slaMs: Int64(observer.reporting.slaSeconds) * 1000)
+            }
             r.lostWithFailedSite = lostWithSite
             if r.lost > 0 { a.problems.append("\(r.lost) acknowledged events missing outside any known gap") }
             if r.miscounted.total > 0 {
@@ -206,7 +208,7 @@ public struct DemoStory: Sendable {
             for s in observer.sources where s.site == "site1" { traffic.stop(source: s.name) }
             did(&a, "site1 lost: its server and processes killed; its calls stop")
             let survivorView = try Topology.load(path: lab.topologyPath(site: "site2"))
-            try await procedure(&a, "dr declare") { say in
+            try await procedure(&a, .drDeclare) { say in
                 _ = try await DisasterRecovery(
                     topology: survivorView, failedSite: "site1", confirmSiteDown: true, dryRun: false,
                     actor: "bcpipe demo", say: say
@@ -225,7 +227,7 @@ public struct DemoStory: Sendable {
             _ = try await lab.addSite("site3", options: options)
             did(&a, "site3 provisioned: an empty server, databases migrated, processes started")
             let view = try Topology.load(path: lab.topologyPath(site: "site2"))
-            try await procedure(&a, "rtn start") { say in
+            try await procedure(&a, .rtnStart) { say in
                 _ = try await ReturnToNormal(
                     topology: view, site: "site3", active: "site2", dryRun: false, actor: "bcpipe demo", say: say
                 ).run()
@@ -267,12 +269,12 @@ public struct DemoStory: Sendable {
             let s = await DeploymentStatus.gather(topology)
             let reporting = s.sites.first { $0.name == s.reportingSite }
             var lags: [String: Double] = [:]
-            for src in reporting?.sources ?? [] where src.state != "retired" { lags[src.source] = src.lagSeconds }
+            for src in reporting?.sources ?? [] where src.state != .retired { lags[src.source] = src.lagSeconds }
             // The watermark is the lowest of the sources that are neither stuck nor retired.
-            let freshness = (reporting?.sources ?? []).filter { $0.state == "current" || $0.state == "delayed" }
+            let freshness = (reporting?.sources ?? []).filter { $0.state == .current || $0.state == .delayed }
                 .compactMap(\.lagSeconds).max()
             let sample = Sample(
-                t: Date().timeIntervalSince(t0), phase: s.phase ?? "?",
+                t: Date().timeIntervalSince(t0), phase: s.phase?.rawValue ?? "?",
                 queues: Dictionary(uniqueKeysWithValues: s.collectors.map { ($0.name, $0.queueEvents ?? 0) }),
                 lags: lags, freshness: freshness)
             recorder.samples.withLock { $0.append(sample) }
@@ -297,13 +299,15 @@ public struct DemoStory: Sendable {
     }
 
     static func gaps(_ topology: Topology, site: String) async throws -> [Reconciliation.Gap] {
-        let c = try await PostgresConnection.connect(
-            PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: Topology.martDatabase))
-        defer { Task { await c.close() } }
-        return try await c.query(
-            "SELECT source, gap_from::text, gap_to::text, backfilled_at IS NOT NULL FROM report.data_gaps"
-        ).map {
-            Reconciliation.Gap(source: $0[0]!, from: $0[1]!, to: $0[2], backfilled: try $0.decode(3, as: Bool.self))
+        try await PostgresConnection.with(
+            PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: Topology.martDatabase)
+        ) { c in
+            try await c.query(
+                "SELECT source, gap_from::text, gap_to::text, backfilled_at IS NOT NULL FROM report.data_gaps"
+            ).map {
+                Reconciliation.Gap(
+                    source: $0[0]!, from: $0[1]!, to: $0[2], backfilled: try $0.decode(3, as: Bool.self))
+            }
         }
     }
 
@@ -312,32 +316,32 @@ public struct DemoStory: Sendable {
     {
         var held: [Int64: Int64] = [:]
         for c in topology.collectors where c.source == source && c.idb.site != failed {
-            let conn = try await PostgresConnection.connect(
-                PostgresConfiguration(conninfo: topology.site(named: c.idb.site)!.postgres, database: c.idb.database))
-            for r in try await conn.query(
-                "SELECT seq, (extract(epoch FROM ts) * 1000)::bigint FROM idb.events WHERE source = $1 AND type <> 'heartbeat'",
-                [source])
-            {
-                held[try r.decode(0, as: Int64.self)] = try r.decode(1, as: Int64.self)
+            let rows = try await PostgresConnection.with(
+                PostgresConfiguration(conninfo: topology.site(named: c.idb.site)!.postgres, database: c.idb.database)
+            ) {
+                try await $0.query(
+                    "SELECT seq, (extract(epoch FROM ts) * 1000)::bigint FROM idb.events WHERE source = $1 AND type <> 'heartbeat'",
+                    [source])
             }
-            await conn.close()
+            for r in rows { held[try r.decode(0, as: Int64.self)] = try r.decode(1, as: Int64.self) }
         }
         return held
     }
 
     static func martDigest(_ topology: Topology, _ site: String) async throws -> [String?] {
-        let c = try await PostgresConnection.connect(
-            PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: Topology.martDatabase))
-        defer { Task { await c.close() } }
-        let r = try await c.query(
-            """
-            SELECT (SELECT count(*) FROM mart.event)::text,
-                   (SELECT md5(string_agg(source || seq, ',' ORDER BY source, seq)) FROM mart.event),
-                   (SELECT md5(string_agg(i::text, ',' ORDER BY source, interaction)) FROM report.interactions i),
-                   (SELECT md5(string_agg(q::text, ',' ORDER BY hour, queue, media)) FROM report.queue_hourly q),
-                   (SELECT md5(string_agg(q::text, ',' ORDER BY time_zone, level, period_start, queue, media))
-                    FROM report.queue_intervals q)
-            """)[0]
+        let r = try await PostgresConnection.with(
+            PostgresConfiguration(conninfo: topology.site(named: site)!.postgres, database: Topology.martDatabase)
+        ) { c in
+            try await c.query(
+                """
+                SELECT (SELECT count(*) FROM mart.event)::text,
+                       (SELECT md5(string_agg(source || seq, ',' ORDER BY source, seq)) FROM mart.event),
+                       (SELECT md5(string_agg(i::text, ',' ORDER BY source, interaction)) FROM report.interactions i),
+                       (SELECT md5(string_agg(q::text, ',' ORDER BY hour, queue, media)) FROM report.queue_hourly q),
+                       (SELECT md5(string_agg(q::text, ',' ORDER BY time_zone, level, period_start, queue, media))
+                        FROM report.queue_intervals q)
+                """)[0]
+        }
         return [r[0], r[1], r[2], r[3], r[4]]
     }
 }

@@ -108,13 +108,21 @@ final class CursorFile {
 
     /// Writes the next generation into the other slot and makes it durable.
     func write(_ cursor: AckCursor) throws {
+        published(try persist(cursor))
+    }
+
+    /// Writes `cursor` as the next generation and makes it durable, without publishing it as
+    /// `current` (the caller does, under its lock). One caller at a time.
+    func persist(_ cursor: AckCursor) throws -> AckCursor {
         var c = cursor
         c.generation = (current?.generation ?? 0) + 1
         let slot = Int(c.generation % 2)
         try c.encodeSlot().withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: slot * AckCursor.slotSize, path: path) }
         try FileIO.fdatasync(fd, path: path)
-        current = c
+        return c
     }
+
+    func published(_ cursor: AckCursor) { current = cursor }
 
     deinit { close(fd) }
 }

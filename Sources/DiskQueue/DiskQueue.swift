@@ -63,11 +63,21 @@ public struct QueueStats: Sendable, Equatable {
 ///   the last segment, so its cost follows the number of segments, not the bytes queued.
 /// - Bounded by ``DiskQueueConfiguration/maxBytes`` and a free-disk reserve: a full queue
 ///   refuses appends (`.full`) and drops nothing. A failed write stops appends; draining goes on.
+///
+/// `@unchecked Sendable`: its mutable state is behind `condition` (and the cursor file's
+/// writes behind `cursorLock`), as marked below.
 public final class DiskQueue: @unchecked Sendable {
     public let configuration: DiskQueueConfiguration
     let logger: Logger
     let segmentsDirectory: String
     let quarantineDirectory: String
+
+    /// Blocking reads, acknowledgements and the close, for async callers: a thread of its own,
+    /// so the cooperative pool (two threads on these machines) never waits on the disk.
+    let io: BlockingIO
+    /// One writer of the cursor file at a time (acknowledgements, damage counted by the reader);
+    /// taken before `condition` when both are.
+    private let cursorLock = NSLock()
 
     // Everything below is guarded by `condition` (its lock).
     let condition = NSCondition()
@@ -111,6 +121,7 @@ public final class DiskQueue: @unchecked Sendable {
     public init(_ configuration: DiskQueueConfiguration, logger: Logger = Logger(label: "bcpipe.queue")) throws {
         self.configuration = configuration
         self.logger = logger
+        io = BlockingIO(label: "bcpipe.queue.io")
         let dir = configuration.directory
         segmentsDirectory = dir + "/segments"
         quarantineDirectory = dir + "/quarantine"
@@ -291,6 +302,8 @@ public final class DiskQueue: @unchecked Sendable {
 
     /// Called by the reader when it meets damage in a sealed segment.
     func readerFoundDamage(at position: QueuePosition, length: Int, events: UInt64) throws {
+        cursorLock.lock()
+        defer { cursorLock.unlock() }
         condition.lock()
         defer { condition.unlock() }
         let path = segmentPath(position.segment)
@@ -501,14 +514,23 @@ public final class DiskQueue: @unchecked Sendable {
     /// #### Errors
     /// `.io` if the cursor cannot be written (nothing is deleted then). A position beyond the
     /// durable end is refused: the cursor is never saved ahead of durable data.
+    ///
+    /// The cursor's write and `fdatasync` and the segments' removal happen outside the queue's
+    /// lock: appends (on the HTTP handlers' threads) never wait for an acknowledgement's I/O.
+    /// Blocking; from async code use ``acknowledge(through:nextIndex:)``.
     public func ack(through position: QueuePosition, nextIndex: UInt64) throws {
+        cursorLock.lock()
+        defer { cursorLock.unlock() }
         condition.lock()
-        defer { condition.unlock() }
         guard position <= durableEnd else {
+            condition.unlock()
             throw DiskQueueError(
                 code: .io, message: "cannot acknowledge \(position): durable data ends at \(durableEnd)")
         }
-        guard var c = cursorFile.current, position >= c.position else { return }
+        guard var c = cursorFile.current, position >= c.position else {
+            condition.unlock()
+            return
+        }
         var target = position
         // At the end of a sealed segment, the cursor moves to the start of the next one.
         if let i = segments.firstIndex(where: { $0.id == position.segment }), i < segments.count - 1,
@@ -516,14 +538,24 @@ public final class DiskQueue: @unchecked Sendable {
         {
             target = QueuePosition(segment: segments[i + 1].id, offset: FrameFormat.segmentHeaderSize)
         }
+        condition.unlock()
         c.position = target
         c.nextIndex = max(c.nextIndex, nextIndex)
-        try cursorFile.write(c)
+        let written = try cursorFile.persist(c)
+        condition.lock()
+        cursorFile.published(written)
         let behind = segments.filter { $0.id < target.segment }
+        segments.removeAll { $0.id < target.segment }
+        condition.unlock()
+        // Wholly behind the durable cursor: no one reads them again (the writer appends to the last).
         guard !behind.isEmpty else { return }
         for s in behind { unlink(segmentPath(s.id)) }
-        segments.removeAll { $0.id < target.segment }
         try FileIO.fsyncDirectory(segmentsDirectory)
+    }
+
+    /// ``ack(through:nextIndex:)`` on the queue's I/O thread, off the cooperative pool.
+    public func acknowledge(through position: QueuePosition, nextIndex: UInt64) async throws {
+        try await io.run { try self.ack(through: position, nextIndex: nextIndex) }
     }
 
     /// Waits until data beyond `position` is durable, or `timeout` seconds pass. Returns whether there is.
@@ -582,7 +614,14 @@ public final class DiskQueue: @unchecked Sendable {
         return try? bytes.withUnsafeBytes { FrameHeader.decode($0) }.get()
     }
 
-    /// Stops accepting appends, lets the writer finish (durably) what it holds, and releases the directory.
+    /// ``close()`` on the queue's I/O thread, off the cooperative pool.
+    public func shutdown() async {
+        await io.run { self.close() }
+    }
+
+    /// Stops accepting appends, lets the writer finish (durably) what it holds, and releases the
+    /// directory. Blocking (it waits for the writer's last `fdatasync`); from async code use
+    /// ``shutdown()``.
     public func close() {
         condition.lock()
         if closed {
@@ -612,6 +651,7 @@ public final class DiskQueue: @unchecked Sendable {
 }
 
 /// zstd contexts reused across appends (creating one per batch costs more than compressing a small batch).
+/// `@unchecked Sendable`: the free list is behind `lock`; a context is used by one caller at a time.
 final class CompressorPool: @unchecked Sendable {
     private let lock = NSLock()
     private var free: [Box] = []

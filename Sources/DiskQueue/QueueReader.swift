@@ -21,7 +21,10 @@ public struct QueueBatch: Sendable {
 ///
 /// Damage found while reading (a sealed segment's bit flip) is skipped at the next valid frame;
 /// the events in between are counted as lost, once, and the bytes kept in `quarantine/`.
-public final class QueueReader {
+///
+/// `@unchecked Sendable`: a reader has one consumer, whose calls never overlap; ``read(maxFrames:maxBytes:)``
+/// carries them to the queue's I/O thread and back, one at a time.
+public final class QueueReader: @unchecked Sendable {
     let queue: DiskQueue
     public private(set) var position: QueuePosition
     public private(set) var nextIndex: UInt64
@@ -36,7 +39,14 @@ public final class QueueReader {
 
     deinit { if fd >= 0 { close(fd) } }
 
-    /// Up to `maxFrames` frames (or `maxBytes` of records), possibly none when the reader is at the durable end.
+    /// ``next(maxFrames:maxBytes:)`` on the queue's I/O thread (preads and zstd), off the
+    /// cooperative pool.
+    public func read(maxFrames: Int = 64, maxBytes: Int = 8 << 20) async throws -> [QueueBatch] {
+        try await queue.io.run { try self.next(maxFrames: maxFrames, maxBytes: maxBytes) }
+    }
+
+    /// Up to `maxFrames` frames (or `maxBytes` of records), possibly none when the reader is at
+    /// the durable end. Blocking; from async code use ``read(maxFrames:maxBytes:)``.
     public func next(maxFrames: Int = 64, maxBytes: Int = 8 << 20) throws -> [QueueBatch] {
         var out: [QueueBatch] = []
         var bytes = 0

@@ -1,9 +1,5 @@
+import Control
 import Topology
-
-/// A source's state for completeness (CONTRACT 5 `report.completeness.state`).
-public enum SourceState: String, Sendable, Equatable {
-    case current, delayed, stuck, retired
-}
 
 /// What the extractor knows about one source at a cycle.
 public struct SourceAvailability: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Control
 import EventModel
 import Foundation
 import Logging
@@ -73,8 +74,8 @@ public actor Extractor {
         var report = CycleReport()
         var phases = PhaseClock()
         let writer = MartWriter(settings: settings)
-        let control = try await MartWriter.loadControl(mart, defaultRole: settings.role.rawValue)
-        if let idle = Self.idle(control) { return self.idle(idle, &report) }
+        let control = try await MartWriter.loadControl(mart, defaultRole: settings.role)
+        if let idle = Self.idle(control.stamp, idbFence: nil, site: settings.site) { return self.idle(idle, &report) }
 
         let watermarks = try await writer.watermarks(mart)
         let batches: [IDBReader.Batch]
@@ -86,10 +87,8 @@ public actor Extractor {
         }
         prefetched = nil
         phases.lap("read")
-        if let fence = batches.map(\.fenceEpoch).max(), fence > control.epoch {
-            let reason =
-                "a surviving site declared \(settings.site) failed at epoch \(fence) (this mart holds epoch \(control.epoch)); return to normal re-admits it"
-            return idle(.fenced(reason), &report)
+        if let idle = Self.idle(control.stamp, idbFence: batches.map(\.fenceEpoch).max(), site: settings.site) {
+            return self.idle(idle, &report)
         }
         let merged = merger.merge(batches)
         let now = settings.clock()
@@ -291,9 +290,13 @@ public actor Extractor {
         }
     }
 
-    static func idle(_ control: MartWriter.Control) -> Idle? {
-        if let reason = control.fencedReason { return .fenced(reason) }
-        return control.role != "active" ? .standby : nil
+    /// Why a cycle writes nothing, by the machine's rule (``DeploymentMachine/cycle(_:idbFence:site:)``).
+    static func idle(_ stamp: CycleStamp, idbFence: Int64?, site: String) -> Idle? {
+        switch DeploymentMachine.cycle(stamp, idbFence: idbFence, site: site) {
+        case .write: nil
+        case .standby: .standby
+        case .fenced(let reason): .fenced(reason)
+        }
     }
 
     /// Forgets what the extractor remembers of the mart: it may have changed under it.

@@ -1,9 +1,12 @@
+import Control
 import Foundation
 import Prometheus
 
 /// The extractor's Prometheus metrics: Info Mart's "delayed data" alarm as numbers — each source's
 /// lag and state, and each IDB's lag, so an operator sees a source falling behind long before it
 /// becomes stuck. Lags are computed when scraped, from the last cycle's availability.
+///
+/// `@unchecked Sendable`: what changes is behind `lock`; the Prometheus metrics are thread-safe.
 public final class ExtractorMetrics: @unchecked Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let lock = NSLock()

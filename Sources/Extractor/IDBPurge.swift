@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import Logging
 import PostgresClient
@@ -61,14 +62,11 @@ public struct IDBPurge: Sendable {
                         "the active mart at \(siteName) cannot be reached (\(error)), so what it has extracted is unknown",
                     remedy: "restore the link to \(siteName) and try again")
             }
-            let holds = try await mart.query(
-                "SELECT reason, set_by, set_at::text FROM control.purge_hold WHERE released_at IS NULL ORDER BY set_at")
-            if let h = holds.first {
+            if let h = try await ControlStore(mart).purgeHolds().first {
                 await mart.close()
                 throw SafetyRefusal(
                     rule: "no-purge-hold",
-                    message:
-                        "the mart at \(siteName) holds IDB purges: \(h[0] ?? "") (set by \(h[1] ?? "") at \(h[2] ?? ""))",
+                    message: "the mart at \(siteName) holds IDB purges: \(h.reason) (set by \(h.setBy) at \(h.setAt))",
                     remedy: "finish return to normal (bcpipe rtn status), which releases the hold, then purge")
             }
             var mine: [String: Int64] = [:]

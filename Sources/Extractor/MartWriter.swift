@@ -1,3 +1,4 @@
+import Control
 import EventModel
 import Foundation
 import PostgresClient
@@ -12,10 +13,9 @@ struct MartWriter: Sendable {
 
     /// The mart's control row as a cycle starts: whether and at which epoch it may write.
     struct Control: Sendable, Equatable {
-        var epoch: Int64
-        var role: String
-        var fencedReason: String?
+        var stamp: CycleStamp
         var retiredIDBs: Set<String>
+        var epoch: Int64 { stamp.epoch }
     }
 
     /// A cycle that found the mart's epoch or role changed under it (a procedure step ran): it
@@ -35,15 +35,13 @@ struct MartWriter: Sendable {
         var cache = InteractionCache.Update()
     }
 
-    static func loadControl(_ mart: PostgresConnection, defaultRole: String) async throws -> Control {
-        guard let row = try await mart.query(SQL.control).first else {
+    static func loadControl(_ mart: PostgresConnection, defaultRole: Role) async throws -> Control {
+        let store = ControlStore(mart)
+        guard var stamp = try await store.stamp(forShare: false) else {
             throw Superseded(description: "control.deployment is empty; run bcpipe db migrate")
         }
-        var retired: Set<String> = []
-        for r in try await mart.query(SQL.retiredIDBs) { retired.insert(r[0] ?? "") }
-        return Control(
-            epoch: try row.decode(0, as: Int64.self), role: row[1] ?? defaultRole, fencedReason: row[2],
-            retiredIDBs: retired)
+        stamp.role = stamp.role ?? defaultRole
+        return Control(stamp: stamp, retiredIDBs: try await store.retiredIDBs())
     }
 
     /// Each IDB's watermark (`last_ingest_id`).
@@ -66,10 +64,11 @@ struct MartWriter: Sendable {
     ) async throws -> Outcome {
         // Held FOR SHARE until commit: a procedure step that changes it waits for this cycle, and
         // a cycle that started under another epoch or role does not commit.
-        let current = try await c.query(SQL.controlForShare)
-        guard let row = current.first, row[0] == String(control.epoch),
-            (row[1] ?? settings.role.rawValue) == control.role, row[2] == nil
-        else { throw Superseded(description: "the mart's epoch or role changed during the cycle; starting over") }
+        var held = try await ControlStore(c).stamp(forShare: true)
+        if held?.role == nil { held?.role = settings.role }
+        guard DeploymentMachine.mayCommit(started: control.stamp, now: held) else {
+            throw Superseded(description: "the mart's epoch or role changed during the cycle; starting over")
+        }
 
         let stored = try await storedSources(c)
         var fresh: [String: Int64] = [:]
@@ -175,9 +174,6 @@ struct MartWriter: Sendable {
 extension MartWriter {
     /// The statements of ``MartWriter``; every value is a bound parameter.
     enum SQL {
-        static let control = "SELECT epoch, role, fenced_reason FROM control.deployment"
-        static let controlForShare = "SELECT epoch, role, fenced_reason FROM control.deployment FOR SHARE"
-        static let retiredIDBs = "SELECT name FROM control.retired WHERE kind = 'idb'"
         static let watermarks = "SELECT idb_site, idb_database, source, last_ingest_id FROM control.watermark"
         static let sourcesForUpdate = """
             SELECT source, extract(epoch FROM COALESCE(available_through, complete_through)) * 1000,

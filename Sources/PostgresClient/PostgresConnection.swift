@@ -583,6 +583,7 @@ struct Deadline: Sendable {
 ///
 /// A cancel request opens its own connection and, on a dead link, may block for long; it runs
 /// on its own thread and never holds the lock the query's wait loop needs.
+/// `@unchecked Sendable`: its state is behind `lock`.
 final class Canceller: @unchecked Sendable {
     private let lock = NSLock()
     private var handle: OpaquePointer?
@@ -642,6 +643,7 @@ final class Canceller: @unchecked Sendable {
     }
 }
 
+/// Carries a libpq pointer into the connection's own executor, the only place it is used.
 struct UnsafeSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }

@@ -5,6 +5,7 @@ import Foundation
 /// The rows of one result, decoded lazily from libpq's text format.
 ///
 /// Immutable once created, so it may be shared across tasks.
+/// `@unchecked Sendable`: the libpq result it wraps is never written after creation.
 public final class PostgresRows: @unchecked Sendable, RandomAccessCollection {
     private let result: OpaquePointer
     /// Column names in order.

@@ -2,6 +2,7 @@ import Dispatch
 
 /// A serial executor backed by its own dispatch queue, so an actor that uses it runs its
 /// (blocking) libpq calls on a dispatch thread and never on Swift concurrency's cooperative pool.
+/// `@unchecked Sendable`: it holds only its `DispatchQueue` (thread-safe), and never changes.
 final class QueueExecutor: SerialExecutor, @unchecked Sendable {
     let queue: DispatchQueue
 

@@ -44,7 +44,7 @@ public struct Topology: Sendable, Equatable {
     }
 
     /// How the sites' marts work together.
-    public enum Mode: String, Sendable, Equatable, CaseIterable {
+    public enum Mode: String, Sendable, Equatable, CaseIterable, Codable {
         case activeActive = "active-active"
         case activeStandby = "active-standby"
     }
@@ -96,7 +96,7 @@ public struct Topology: Sendable, Equatable {
         }
     }
 
-    public enum ExtractorRole: String, Sendable, Equatable, CaseIterable {
+    public enum ExtractorRole: String, Sendable, Equatable, CaseIterable, Codable {
         case active, standby
     }
 

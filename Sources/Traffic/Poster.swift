@@ -8,6 +8,8 @@ import Topology
 
 /// Sends events to collectors over HTTP, as a source would: to both collectors of its HA pair,
 /// in seq order, retrying 503 (honouring Retry-After) and connection errors until accepted.
+///
+/// `@unchecked Sendable`: `totals` is behind `lock`; `URLSession` is thread-safe.
 public final class Poster: @unchecked Sendable {
     public struct Totals: Sendable {
         public var accepted = 0

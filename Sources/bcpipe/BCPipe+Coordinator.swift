@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import Coordinator
 import Foundation
 import Logging
@@ -33,7 +34,9 @@ extension BCPipe.CoordinatorCommand {
             var logger = Logger(label: "bcpipe.coordinator.\(site)")
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
-            let server = try CoordinatorServer(topology: topology, site: site, logger: logger)
+            let server = try CoordinatorServer(
+                topology: topology, site: site, token: AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN"),
+                logger: logger)
             logger.info("coordinator starting", metadata: ["site": "\(site)", "listen": "\(server.site.coordinator)"])
             try await server.run()
         }
@@ -65,6 +68,7 @@ extension BCPipe.DR {
             let dr = DisasterRecovery(
                 topology: topology, failedSite: failedSite, confirmSiteDown: confirmSiteDown, dryRun: dryRun,
                 withoutWitness: withoutWitness, token: AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN"),
+                actor: operatorIdentity(), failpoint: ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"],
                 // Each step as it happens, unbuffered even through a pipe or a file.
                 say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
             _ = try await dr.run()
@@ -92,7 +96,7 @@ extension BCPipe {
         func run() async throws {
             let topology = try topologyOptions.load()
             let switchOver = SwitchOver(
-                topology: topology, to: to, dryRun: dryRun,
+                topology: topology, to: to, dryRun: dryRun, actor: operatorIdentity(),
                 say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
             _ = try await switchOver.run()
         }
@@ -120,7 +124,8 @@ extension BCPipe.RTN {
         func run() async throws {
             let topology = try topologyOptions.load()
             let rtn = ReturnToNormal(
-                topology: topology, site: site, active: active, dryRun: dryRun,
+                topology: topology, site: site, active: active, dryRun: dryRun, actor: operatorIdentity(),
+                failpoint: ProcessInfo.processInfo.environment["BCPIPE_FAILPOINT"],
                 say: { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) })
             _ = try await rtn.run()
         }
@@ -148,10 +153,10 @@ extension BCPipe.RTN {
                 // The mart that journaled the latest return to normal (after a switch-over that is
                 // the old active, now the standby), else the highest-epoch one.
                 func rank(_ s: ControlState) -> [String] {
-                    let rtn = s.procedure?.kind == "rtn start"
+                    let rtn = s.procedure?.kind == .rtnStart
                     return [rtn ? "1" : "0", rtn ? s.procedure!.startedAt : "", String(format: "%020lld", s.epoch)]
                 }
-                if let state = try? await ControlState.load(c, journal: 50), state.fencedReason == nil,
+                if let state = try? await ControlStore(c).load(journal: 50), state.fencedReason == nil,
                     best.map({
                         rank(state).lexicographicallyPrecedes(rank($0.control)) == false
                             && rank(state) != rank($0.control)
@@ -161,7 +166,7 @@ extension BCPipe.RTN {
                 }
                 await c.close()
             }
-            guard let best else { throw ControlError("no mart of the topology answers") }
+            guard let best else { throw ControlError(.unreachable, "no mart of the topology answers") }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -170,23 +175,23 @@ extension BCPipe.RTN {
             }
             let c = best.control
             print(
-                "phase \(c.phase), epoch \(c.epoch), reporting mart \(c.reportingSite ?? "?")/mart (as \(best.site) reports)"
+                "phase \(c.phase.rawValue), epoch \(c.epoch), reporting mart \(c.reportingSite ?? "?")/mart (as \(best.site) reports)"
             )
-            guard let p = c.procedure, p.kind == "rtn start" else {
+            guard let p = c.procedure, p.kind == .rtnStart else {
                 print("no return to normal has run")
                 return
             }
-            let steps = ReturnToNormal.steps(
-                switchOver: p.stepsDone.contains("switch-over")
+            let steps = DeploymentMachine.returnSteps(
+                switchOver: p.stepsDone.contains(.switchOver)
                     || c.reportingSite == p.target && !p.stepsDone.isEmpty
                         && topology.deployment.mode == .activeStandby
             )
             let total = steps.count
             print(
-                "rtn start \(p.target): \(p.status), \(p.stepsDone.count)/\(total) steps, started by \(p.startedBy) at \(p.startedAt)"
+                "rtn start \(p.target): \(p.status.rawValue), \(p.stepsDone.count)/\(total) steps, started by \(p.startedBy) at \(p.startedAt)"
             )
             for (i, s) in steps.enumerated() {
-                print("  \(i + 1). \(s.name): \(p.stepsDone.contains(s.name) ? "done" : "pending") — \(s.what)")
+                print("  \(i + 1). \(s.rawValue): \(p.stepsDone.contains(s) ? "done" : "pending") — \(s.what)")
             }
             for r in best.replication {
                 print(

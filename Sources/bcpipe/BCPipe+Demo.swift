@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import Coordinator
 import Demo
 import Foundation
@@ -75,7 +76,7 @@ extension BCPipe {
         /// topology's second zone (CONTRACT 5.1) when it keeps one.
         static func printQueueHourly(_ lab: LocalLab) async throws {
             let topology = try Topology.load(path: lab.topologyPath)
-            guard let site = await ControlState.reportingSite(topology) else { return }
+            guard let site = await ControlStore.reportingSite(topology) else { return }
             let zone = topology.reporting.timeZones.last ?? "UTC"
             let (hourly, intervals) = try await PostgresConnection.with(
                 PostgresConfiguration(conninfo: site.postgres, database: Topology.martDatabase)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import Coordinator
 import Extractor
 import Foundation
@@ -31,7 +32,7 @@ extension BCPipe.IDBCommand {
             let topology = try topologyOptions.load()
             let results = try await IDBPurge(topology: topology, logger: .cli).run(
                 olderThan: IDBPurge.seconds(olderThan)!, dryRun: dryRun,
-                activeSites: await ControlState.activeMartSites(topology))
+                activeSites: await ControlStore.activeMartSites(topology))
             for r in results {
                 if let skipped = r.skipped {
                     print("\(r.idb): skipped, \(skipped); purge it again once it is back")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Control
 import Coordinator
 import Foundation
 import PostgresClient
@@ -47,7 +48,7 @@ extension BCPipe {
                 chosen = topology.site(named: name)
                 if chosen == nil { throw ValidationError("--site \(name): not a site of the topology") }
             } else {
-                chosen = await ControlState.reportingSite(topology)
+                chosen = await ControlStore.reportingSite(topology)
             }
             guard let site = chosen else { throw ValidationError("no reporting mart answers; pass --site") }
             let zones = topology.reporting.timeZones

@@ -137,11 +137,10 @@ struct AccessTests {
 
         // The server's certificate verified, the session encrypted.
         try await CollectorTests.waitUntil("the server takes TLS", timeout: 30) {
-            let c = try await PostgresConnection.connect(
+            try await PostgresConnection.with(
                 PostgresConfiguration(
-                    conninfo: site.postgres + " sslmode=verify-full sslrootcert=\(data)/server.crt", database: "mart"))
-            defer { Task { await c.close() } }
-            return try await c.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0] == "t"
+                    conninfo: site.postgres + " sslmode=verify-full sslrootcert=\(data)/server.crt", database: "mart")
+            ) { try await $0.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0] == "t" }
         }
         // A server whose certificate the client does not trust is refused, saying why.
         do {

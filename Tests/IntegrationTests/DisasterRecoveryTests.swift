@@ -1,3 +1,4 @@
+import Control
 import Coordinator
 import Extractor
 import Foundation

@@ -78,11 +78,11 @@ struct StatusPageTests {
         let reporting =
             "host=127.0.0.1,127.0.0.1 port=\(ports.joined(separator: ",")) user=bcpipe_reporting target_session_attrs=read-write connect_timeout=5"
         func reportingPort() async throws -> String {
-            let c = try await PostgresConnection.connect(PostgresConfiguration(conninfo: reporting, database: "mart"))
-            defer { Task { await c.close() } }
-            _ = try await c.query("SELECT count(*) FROM report.interactions")
-            await #expect(throws: PostgresError.self) { try await c.query("SELECT count(*) FROM mart.event") }
-            return try await c.query("SELECT inet_server_port()::text")[0][0]!
+            try await PostgresConnection.with(PostgresConfiguration(conninfo: reporting, database: "mart")) { c in
+                _ = try await c.query("SELECT count(*) FROM report.interactions")
+                await #expect(throws: PostgresError.self) { try await c.query("SELECT count(*) FROM mart.event") }
+                return try await c.query("SELECT inet_server_port()::text")[0][0]!
+            }
         }
         // (Until a coordinator's round has made the role writable on the reporting mart, both
         // servers refuse: "session is read-only".)

@@ -1,3 +1,4 @@
+import Control
 import DiskQueue
 import EventModel
 import Foundation

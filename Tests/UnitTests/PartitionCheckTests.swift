@@ -1,3 +1,4 @@
+import Control
 import Testing
 import Topology
 
@@ -97,7 +98,7 @@ struct PartitionCheckTests {
 struct WitnessStatusTests {
     static func status(_ witnesses: [DeploymentStatus.WitnessStatus]) -> DeploymentStatus {
         DeploymentStatus(
-            deployment: "d", mode: "active-standby", sites: [], collectors: [], witnesses: witnesses,
+            deployment: "d", mode: .activeStandby, sites: [], collectors: [], witnesses: witnesses,
             partitionGuard: DeploymentStatus.partitionGuard(witnesses), collectedAt: "2026-12-02T00:00:00Z")
     }
 
