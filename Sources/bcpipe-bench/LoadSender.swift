@@ -5,6 +5,8 @@ import Synchronization
 /// by one thread that posts a source's batches in order. URLSession moved each 1 MB body through
 /// libdispatch sources and eventfd wake-ups and took more CPU than the collectors on these two
 /// shared cores; a socket written and read directly costs a few system calls a request.
+///
+/// `@unchecked Sendable`: handed to its one sender thread, the only user of its socket.
 final class BlockingPoster: @unchecked Sendable {
     let host: String
     let port: UInt16
@@ -167,6 +169,7 @@ final class LoadTotals: Sendable {
 
 /// Batches from a source's generator thread to one collector's sender thread, in order, at most
 /// `capacity` waiting (the generator waits for room).
+/// `@unchecked Sendable`: its state is behind `condition`.
 final class BatchQueue: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [[UInt8]] = []

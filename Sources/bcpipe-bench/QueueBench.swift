@@ -2,6 +2,7 @@ import DiskQueue
 import EventModel
 import Foundation
 import Lab
+import Synchronization
 
 /// Disk-queue figures: durable append with 1, 4 and 16 writers, read+ack from a warm and from
 /// a cold page cache, compression, p99 append latency, peak RSS draining a large backlog.
@@ -165,18 +166,12 @@ func benchQueue(events: [Event], lines: [[UInt8]], workDir: String, backlogEvent
 }
 
 /// Collects latencies from concurrent tasks.
-final class LatencyRecorder: @unchecked Sendable {
-    private let lock = NSLock()
-    private var values: [Double] = []
-    func add(_ v: Double) {
-        lock.lock()
-        values.append(v)
-        lock.unlock()
-    }
+final class LatencyRecorder: Sendable {
+    private let values = Mutex<[Double]>([])
+    func add(_ v: Double) { values.withLock { $0.append(v) } }
+    var all: [Double] { values.withLock { $0 } }
     func percentile(_ p: Double) -> Double {
-        lock.lock()
-        defer { lock.unlock() }
-        let sorted = values.sorted()
+        let sorted = values.withLock { $0 }.sorted()
         return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
     }
 }

@@ -32,8 +32,19 @@ func benchReturnToNormal(workDir: String, basePort: Int, targetBytes: Int64) asy
     // the database holds `targetBytes`.
     var config = PostgresConfiguration(conninfo: site2.postgres, database: "mart")
     config.statementTimeoutMilliseconds = 0
-    let mart = try await PostgresConnection.connect(config)
-    defer { Task { await mart.close() } }
+    try await PostgresConnection.with(config) { mart in
+        try await benchReturnToNormal(
+            lab: lab, options: options, survivorView: survivorView, mart: mart, targetBytes: targetBytes)
+    }
+}
+
+/// The rest of ``benchReturnToNormal(workDir:basePort:targetBytes:)`` on the survivor's mart.
+private func benchReturnToNormal(
+    lab: LocalLab, options: LocalLab.Options, survivorView: Topology, mart: PostgresConnection, targetBytes: Int64
+)
+    async throws
+{
+    let site2 = survivorView.site(named: "site2")!
     let grow = Date()
     var size = try await mart.query("SELECT pg_database_size('mart')")[0].decode(0, as: Int64.self)
     var round = 1

@@ -10,13 +10,13 @@ import ZstdCompression
 
 // bcpipe-bench: prints throughput figures beside their baselines, measured in the same run.
 // Run it through scripts/bench (release build). Environment: BENCH_EVENTS (default 1000000),
-// BENCH_BASE_PORT (default 27700) for the labs it starts, BENCH_ONLY (parse,zstd,copy,queue,collector,extractor,dr,rtn,lag,peer,load),
+// BENCH_BASE_PORT (default 27700) for the labs it starts, BENCH_ONLY (parse,zstd,copy,queue,collector,ack,extractor,dr,rtn,lag,peer,load),
 // BENCH_BACKLOG (default 10000000) events for the queue's drain-memory figure (0 skips it).
 
 let eventCount = ProcessInfo.processInfo.environment["BENCH_EVENTS"].flatMap(Int.init) ?? 1_000_000
 let only = Set(
     (ProcessInfo.processInfo.environment["BENCH_ONLY"]
-        ?? "parse,zstd,copy,queue,collector,extractor,dr,rtn,lag,peer,load").split(
+        ?? "parse,zstd,copy,queue,collector,ack,extractor,dr,rtn,lag,peer,load").split(
             separator: ","
         ).map(String.init))
 let benchStarted = Date()
@@ -257,6 +257,11 @@ if only.contains("queue") {
 await section("collector") {
     let basePort = benchBasePort + 100
     try await benchCollector(events: eventCount, workDir: workDir, basePort: basePort)
+}
+
+// 5b. Acknowledgement latency at a paced 20,000 events/s: three rounds of three runs.
+await section("ack") {
+    try await benchAckLatency(workDir: workDir, basePort: benchBasePort + 1000)
 }
 
 // 6. The extractor on the lab.
