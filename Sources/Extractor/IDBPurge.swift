@@ -70,10 +70,8 @@ public struct IDBPurge: Sendable {
                     remedy: "finish return to normal (bcpipe rtn status), which releases the hold, then purge")
             }
             var mine: [String: Int64] = [:]
-            for row in try await mart.query(
-                "SELECT idb_site, idb_database, source, last_ingest_id FROM control.watermark")
-            {
-                mine["\(row[0] ?? "")/\(row[1] ?? "")/\(row[2] ?? "")"] = try row.decode(3, as: Int64.self)
+            for w in try await ControlStore(mart).watermarks() {
+                mine["\(w.site)/\(w.database)/\(w.source)"] = w.lastIngestID
             }
             await mart.close()
             if first {

@@ -47,10 +47,11 @@ struct MartWriter: Sendable {
     /// Each IDB's watermark (`last_ingest_id`).
     func watermarks(_ mart: PostgresConnection) async throws -> [ExtractorSettings.IDB: Int64] {
         var out: [ExtractorSettings.IDB: Int64] = [:]
-        for row in try await mart.query(SQL.watermarks) {
-            let (site, db, source) = (row[0], row[1], row[2])
-            if let idb = settings.idbs.first(where: { $0.site == site && $0.database == db && $0.source == source }) {
-                out[idb] = try row.decode(3, as: Int64.self)
+        for w in try await ControlStore(mart).watermarks() {
+            if let idb = settings.idbs.first(where: {
+                $0.site == w.site && $0.database == w.database && $0.source == w.source
+            }) {
+                out[idb] = w.lastIngestID
             }
         }
         return out
@@ -105,14 +106,13 @@ struct MartWriter: Sendable {
             outcome.cache.inserted = events.events
             phases.lap("events")
         }
+        let store = ControlStore(c)
         for b in batches {
-            try await c.query(
-                SQL.upsertWatermark,
-                nullable: [
-                    b.idb.site, b.idb.database, b.idb.source, b.lastIngestID, b.maxSeq, Self.ts(b.availableThrough),
-                ])
+            try await store.recordWatermark(
+                site: b.idb.site, database: b.idb.database, source: b.idb.source, lastIngestID: b.lastIngestID,
+                maxSeq: b.maxSeq, availableThrough: b.availableThrough)
         }
-        try await c.query(SQL.upsertExtractor, nullable: [settings.site, Self.ts(decision.completeThrough)])
+        try await store.recordCycle(site: settings.site, completeThrough: decision.completeThrough)
         phases.lap("watermarks")
         return outcome
     }
@@ -120,12 +120,11 @@ struct MartWriter: Sendable {
     /// The sources as the mart recorded them, locked for this cycle.
     func storedSources(_ c: isolated PostgresConnection) async throws -> [String: CompletenessWatermark.Stored] {
         var out: [String: CompletenessWatermark.Stored] = [:]
-        for row in try await c.query(SQL.sourcesForUpdate) {
-            let ms = { (i: Int) throws -> Int64? in try row.decode(i, as: Double?.self).map { Int64($0) } }
+        for r in try await ControlStore(c).sourcesForUpdate() {
             var window: CompletenessWatermark.DiscardWindow?
-            if let after = try ms(4), let before = try ms(5) { window = .init(after: after, before: before) }
-            out[try row.decode(0, as: String.self)] = .init(
-                availableThrough: try ms(1), lastAdvancedAt: try ms(2), state: try row.decode(3, as: String.self),
+            if let after = r.discardAfter, let before = r.discardBefore { window = .init(after: after, before: before) }
+            out[r.source] = .init(
+                availableThrough: r.availableThrough, lastAdvancedAt: r.lastAdvancedAt, state: r.state,
                 discardWindow: window)
         }
         return out
@@ -136,18 +135,18 @@ struct MartWriter: Sendable {
         _ c: isolated PostgresConnection, _ d: CompletenessWatermark.Decision,
         stored: [String: CompletenessWatermark.Stored]
     ) async throws -> [(String, String, SourceState)] {
+        let store = ControlStore(c)
         for action in d.gapActions {
             switch action {
             case .open(let source, let from, let reason):
-                try await c.query(SQL.openGap, nullable: [source, Self.ts(from), reason])
+                try await store.openGap(source: source, from: from, reason: reason)
             case .closeDiscarding(let source, let to, let window):
-                try await c.query(SQL.closeGap, nullable: [source, Self.ts(to)])
+                try await store.closeGap(source: source, to: to, backfilled: false)
                 if let window {
-                    try await c.query(
-                        SQL.setDiscardWindow, nullable: [source, Self.ts(window.after), Self.ts(window.before)])
+                    try await store.setDiscardWindow(source: source, after: window.after, before: window.before)
                 }
             case .closeBackfilled(let source, let to):
-                try await c.query(SQL.closeGapBackfilled, nullable: [source, Self.ts(to)])
+                try await store.closeGap(source: source, to: to, backfilled: true)
             }
         }
         var transitions: [(String, String, SourceState)] = []
@@ -158,59 +157,11 @@ struct MartWriter: Sendable {
                 transitions.append((a.source, before, state))
             }
             let site = settings.sources.first { $0.name == a.source }?.site ?? settings.site
-            try await c.query(
-                SQL.upsertSource,
-                nullable: [
-                    a.source, site, state.rawValue, Self.ts(d.reportedThrough(a.source)), Self.ts(a.lastAdvancedAt),
-                    Self.ts(a.availableThrough),
-                ])
+            try await store.recordSource(
+                a.source, site: site, state: state, completeThrough: d.reportedThrough(a.source),
+                lastAdvancedAt: a.lastAdvancedAt, availableThrough: a.availableThrough)
         }
         return transitions
-    }
-
-    static func ts(_ ms: Int64?) -> PostgresTimestamp? { ms.map { PostgresTimestamp(millisecondsSinceEpoch: $0) } }
-}
-
-extension MartWriter {
-    /// The statements of ``MartWriter``; every value is a bound parameter.
-    enum SQL {
-        static let watermarks = "SELECT idb_site, idb_database, source, last_ingest_id FROM control.watermark"
-        static let sourcesForUpdate = """
-            SELECT source, extract(epoch FROM COALESCE(available_through, complete_through)) * 1000,
-                   extract(epoch FROM last_advanced_at) * 1000, state,
-                   extract(epoch FROM discard_after) * 1000, extract(epoch FROM discard_before) * 1000
-            FROM control.source_state FOR UPDATE
-            """
-        static let openGap = "INSERT INTO control.data_gaps (source, gap_from, reason) VALUES ($1, $2, $3)"
-        static let closeGap = "UPDATE control.data_gaps SET gap_to = $2 WHERE source = $1 AND gap_to IS NULL"
-        static let closeGapBackfilled =
-            "UPDATE control.data_gaps SET gap_to = $2, backfilled_at = now() WHERE source = $1 AND gap_to IS NULL"
-        static let setDiscardWindow =
-            "UPDATE control.source_state SET discard_after = $2, discard_before = $3 WHERE source = $1"
-        static let upsertSource = """
-            INSERT INTO control.source_state
-                (source, site, state, complete_through, last_advanced_at, available_through, stuck_since)
-            VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3 = 'stuck' THEN now() END)
-            ON CONFLICT (source) DO UPDATE SET state = EXCLUDED.state, complete_through = EXCLUDED.complete_through,
-                last_advanced_at = EXCLUDED.last_advanced_at, available_through = EXCLUDED.available_through,
-                stuck_since = CASE WHEN EXCLUDED.state = 'stuck'
-                                   THEN COALESCE(control.source_state.stuck_since, now()) END,
-                updated_at = now()
-            """
-        static let upsertWatermark = """
-            INSERT INTO control.watermark (idb_site, idb_database, source, last_ingest_id, max_seq, available_through)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (idb_site, idb_database, source) DO UPDATE SET last_ingest_id = EXCLUDED.last_ingest_id,
-                max_seq = COALESCE(EXCLUDED.max_seq, control.watermark.max_seq),
-                available_through = COALESCE(EXCLUDED.available_through, control.watermark.available_through),
-                updated_at = now()
-            """
-        static let upsertExtractor = """
-            INSERT INTO control.extractor (site, epoch, complete_through, cycles)
-            VALUES ($1, (SELECT epoch FROM control.deployment), $2, 1)
-            ON CONFLICT (site) DO UPDATE SET epoch = EXCLUDED.epoch, complete_through = EXCLUDED.complete_through,
-                cycles = control.extractor.cycles + 1, updated_at = now()
-            """
     }
 }
 
