@@ -152,11 +152,3 @@ extension ISO8601DateFormatter {
         return f
     }
 }
-
-extension JSONEncoder {
-    static var sortedKeys: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return e
-    }
-}

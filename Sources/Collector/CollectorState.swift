@@ -1,19 +1,22 @@
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The collector's shared, changing state: the seq watermark, the link, what was shipped, and
-/// its metrics. Guarded by a lock; every method is short.
-/// `@unchecked Sendable`: every variable is behind `lock` (continuations are resumed outside it).
-public final class CollectorState: @unchecked Sendable {
-    private let lock = NSLock()
-    private var watermark = SeqWatermark()
-    /// Requests waiting for an in-flight append of their seqs to settle, by its ticket.
-    private var waiters: [UInt64: [CheckedContinuation<Void, Never>]] = [:]
-    private var linkUp = false
-    private var shippedSeq: Int64?
-    private var shippedTs: Int64?
-    private var lastShipError: String?
-    private var requestsInFlight = 0
+/// its metrics. Behind a `Mutex`; every method is short (continuations are resumed outside it).
+public final class CollectorState: Sendable {
+    private struct State {
+        var watermark = SeqWatermark()
+        /// Requests waiting for an in-flight append of their seqs to settle, by its ticket.
+        var waiters: [UInt64: [CheckedContinuation<Void, Never>]] = [:]
+        var linkUp = false
+        var shippedSeq: Int64?
+        var shippedTs: Int64?
+        var lastShipError: String?
+        var requestsInFlight = 0
+    }
+
+    private let state = Mutex(State())
 
     let metrics: CollectorMetrics
 
@@ -26,7 +29,7 @@ public final class CollectorState: @unchecked Sendable {
     /// duplicates only once they are durable, and free again if it was refused.
     func reserve(_ seqs: [Int64]) async -> (ticket: UInt64, isNew: [Bool]) {
         while true {
-            switch decide(seqs) {
+            switch state.withLock({ $0.watermark.reserve(seqs) }) {
             case .reserved(let ticket, let isNew): return (ticket, isNew)
             case .wait(let ticket):
                 metrics.repeatWaits.increment()
@@ -35,77 +38,65 @@ public final class CollectorState: @unchecked Sendable {
         }
     }
 
-    private func decide(_ seqs: [Int64]) -> SeqWatermark.Reservation {
-        lock.lock()
-        defer { lock.unlock() }
-        return watermark.reserve(seqs)
-    }
-
     /// Returns once `ticket` is committed or released.
     private func settled(_ ticket: UInt64) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            lock.lock()
-            if watermark.isPending(ticket) {
-                waiters[ticket, default: []].append(c)
-                lock.unlock()
-            } else {
-                lock.unlock()
-                c.resume()
+            let pending = state.withLock { s in
+                guard s.watermark.isPending(ticket) else { return false }
+                s.waiters[ticket, default: []].append(c)
+                return true
             }
+            if !pending { c.resume() }
         }
     }
 
     func commit(_ ticket: UInt64) {
-        lock.lock()
-        watermark.commit(ticket)
-        let woken = waiters.removeValue(forKey: ticket) ?? []
-        lock.unlock()
+        let woken = state.withLock { s in
+            s.watermark.commit(ticket)
+            return s.waiters.removeValue(forKey: ticket) ?? []
+        }
         for c in woken { c.resume() }
     }
 
     func release(_ ticket: UInt64) {
-        lock.lock()
-        watermark.release(ticket)
-        let woken = waiters.removeValue(forKey: ticket) ?? []
-        lock.unlock()
+        let woken = state.withLock { s in
+            s.watermark.release(ticket)
+            return s.waiters.removeValue(forKey: ticket) ?? []
+        }
         for c in woken { c.resume() }
     }
 
     /// Seqs up to `seq` were made durable before this process (see ``SeqWatermark/restored(through:)``).
     func restored(through seq: Int64) {
-        lock.lock()
-        watermark.restored(through: seq)
-        lock.unlock()
+        state.withLock { $0.watermark.restored(through: seq) }
     }
 
     /// Counts a request in if fewer than `limit` are in flight.
     func admitRequest(limit: Int) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard requestsInFlight < limit else { return false }
-        requestsInFlight += 1
-        return true
+        state.withLock { s in
+            guard s.requestsInFlight < limit else { return false }
+            s.requestsInFlight += 1
+            return true
+        }
     }
 
     func requestDone() {
-        lock.lock()
-        requestsInFlight -= 1
-        lock.unlock()
+        state.withLock { $0.requestsInFlight -= 1 }
     }
 
     func setLink(up: Bool, error: String? = nil) {
-        lock.lock()
-        linkUp = up
-        if let error { lastShipError = error }
-        lock.unlock()
+        state.withLock { s in
+            s.linkUp = up
+            if let error { s.lastShipError = error }
+        }
         metrics.linkUp.set(Double(up ? 1 : 0))
     }
 
     func shipped(seq: Int64, ts: Int64) {
-        lock.lock()
-        shippedSeq = max(shippedSeq ?? seq, seq)
-        shippedTs = max(shippedTs ?? ts, ts)
-        lock.unlock()
+        state.withLock { s in
+            s.shippedSeq = max(s.shippedSeq ?? seq, seq)
+            s.shippedTs = max(s.shippedTs ?? ts, ts)
+        }
     }
 
     struct Snapshot {
@@ -117,11 +108,11 @@ public final class CollectorState: @unchecked Sendable {
     }
 
     var snapshot: Snapshot {
-        lock.lock()
-        defer { lock.unlock() }
-        return Snapshot(
-            linkUp: linkUp, shippedSeq: shippedSeq, shippedTs: shippedTs, lastShipError: lastShipError,
-            highestSeq: watermark.durable)
+        state.withLock { s in
+            Snapshot(
+                linkUp: s.linkUp, shippedSeq: s.shippedSeq, shippedTs: s.shippedTs, lastShipError: s.lastShipError,
+                highestSeq: s.watermark.durable)
+        }
     }
 }
 

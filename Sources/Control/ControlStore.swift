@@ -105,7 +105,7 @@ public struct ControlStore: Sendable {
         _ plan: DeploymentMachine.Plan, args: [String: String], actor: String,
         safetyCheck: (status: String, found: String)? = nil
     ) async throws -> Int64 {
-        let argsJSON = String(decoding: try JSONEncoder.sorted.encode(args), as: UTF8.self)
+        let argsJSON = String(decoding: try JSONEncoder.sortedKeys.encode(args), as: UTF8.self)
         let journalName = plan.journalName
         return try await connection.transaction { c in
             let id = try await c.query(
@@ -390,7 +390,8 @@ public struct ControlStore: Sendable {
 }
 
 extension JSONEncoder {
-    static var sorted: JSONEncoder {
+    /// Compact, keys sorted: what the status documents and the journal's details are written with.
+    public static var sortedKeys: JSONEncoder {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         return e

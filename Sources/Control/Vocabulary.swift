@@ -29,7 +29,7 @@ public enum ProcedureKind: String, Codable, Sendable, Equatable, CaseIterable {
     case switchover
 
     /// The form used in a fault-injection point (`dr-declare:after:fence`).
-    var failpointName: String { rawValue.replacingOccurrences(of: " ", with: "-") }
+    public var failpointName: String { rawValue.replacingOccurrences(of: " ", with: "-") }
 }
 
 /// `control.procedure.status`.

@@ -235,9 +235,7 @@ public final class CoordinatorServer: Sendable {
         }
         router.add(middleware: TokenCheck(token: token))
         router.get("/v1/status") { [self] _, _ in
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            let body = (try? encoder.encode(status)) ?? Data("{}".utf8)
+            let body = (try? JSONEncoder.sortedKeys.encode(status)) ?? Data("{}".utf8)
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: Array(body))))

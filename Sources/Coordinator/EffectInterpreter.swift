@@ -18,7 +18,9 @@ struct EffectInterpreter: Sendable {
             // Waits for an extractor cycle in flight (it holds the row FOR SHARE): after this, no
             // cycle of the old epoch commits.
             try await mart(site).raiseEpoch(to: epoch, phase: phase)
-            return ["epoch": "\(epoch)"] + (phase.map { ["phase": $0.rawValue] } ?? [:])
+            var detail = ["epoch": "\(epoch)"]
+            if let phase { detail["phase"] = phase.rawValue }
+            return detail
         case .setPhase(let site, let phase):
             try await mart(site).setPhase(phase)
             return ["phase": phase.rawValue]
@@ -207,8 +209,4 @@ struct EffectInterpreter: Sendable {
         // (The delete is replicated to the old one.)
         try await mart(publisher).deleteSwitchOverMarker()
     }
-}
-
-extension Dictionary where Key == String, Value == String {
-    static func + (a: Self, b: Self) -> Self { a.merging(b) { x, _ in x } }
 }

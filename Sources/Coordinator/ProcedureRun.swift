@@ -179,20 +179,11 @@ struct ProcedureRun: Sendable {
                     journalName: plan.journalName, detail: json)
                 machine.stepDone(step)
                 say("\(label): done in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
-                if failpoint == "\(plan.kind.rawValue.replacingOccurrences(of: " ", with: "-")):after:\(step.rawValue)"
-                {
+                if failpoint == "\(plan.kind.failpointName):after:\(step.rawValue)" {
                     kill(getpid(), SIGKILL)
                 }
             }
         }
         try await journal.finishProcedure(machine.plan?.id ?? 0)
-    }
-}
-
-extension JSONEncoder {
-    static var sortedKeys: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return e
     }
 }

@@ -92,7 +92,7 @@ public struct WitnessServer: Sendable {
         }
         router.add(middleware: TokenCheck(token: settings.token, realm: "bcpipe witness"))
         router.get("/v1/reach") { _, _ in
-            Self.json(.ok, (try? Self.encoder.encode(await reachAll())) ?? Data("[]".utf8))
+            Self.json(.ok, (try? JSONEncoder.sortedKeys.encode(await reachAll())) ?? Data("[]".utf8))
         }
         router.get("/v1/reach/:site") { _, context in
             let name = context.parameters.get("site") ?? ""
@@ -103,15 +103,9 @@ public struct WitnessServer: Sendable {
                 ])
                 return Self.json(.notFound, body)
             }
-            return Self.json(.ok, (try? Self.encoder.encode(await reach(site))) ?? Data("{}".utf8))
+            return Self.json(.ok, (try? JSONEncoder.sortedKeys.encode(await reach(site))) ?? Data("{}".utf8))
         }
         return router
-    }
-
-    static var encoder: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return e
     }
 
     static func json(_ status: HTTPResponse.Status, _ body: Data) -> Response {

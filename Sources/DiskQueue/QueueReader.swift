@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import ZstdCompression
 
 #if canImport(Glibc)
@@ -22,22 +23,29 @@ public struct QueueBatch: Sendable {
 /// Damage found while reading (a sealed segment's bit flip) is skipped at the next valid frame;
 /// the events in between are counted as lost, once, and the bytes kept in `quarantine/`.
 ///
-/// `@unchecked Sendable`: a reader has one consumer, whose calls never overlap; ``read(maxFrames:maxBytes:)``
-/// carries them to the queue's I/O thread and back, one at a time.
-public final class QueueReader: @unchecked Sendable {
+/// Its position and open file are behind a `Mutex`, held for a whole ``next(maxFrames:maxBytes:)``:
+/// a reader has one consumer, and ``read(maxFrames:maxBytes:)`` runs that call on the queue's
+/// I/O thread.
+public final class QueueReader: Sendable {
+    struct Cursor {
+        var position: QueuePosition
+        var nextIndex: UInt64
+        var fd: Int32 = -1
+        var fdSegment: UInt64 = 0
+    }
+
     let queue: DiskQueue
-    public private(set) var position: QueuePosition
-    public private(set) var nextIndex: UInt64
-    private var fd: Int32 = -1
-    private var fdSegment: UInt64 = 0
+    private let cursor: Mutex<Cursor>
+
+    public var position: QueuePosition { cursor.withLock { $0.position } }
+    public var nextIndex: UInt64 { cursor.withLock { $0.nextIndex } }
 
     init(queue: DiskQueue, position: QueuePosition, nextIndex: UInt64) {
         self.queue = queue
-        self.position = position
-        self.nextIndex = nextIndex
+        cursor = Mutex(Cursor(position: position, nextIndex: nextIndex))
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit { cursor.withLock { if $0.fd >= 0 { close($0.fd) } } }
 
     /// ``next(maxFrames:maxBytes:)`` on the queue's I/O thread (preads and zstd), off the
     /// cooperative pool.
@@ -48,57 +56,59 @@ public final class QueueReader: @unchecked Sendable {
     /// Up to `maxFrames` frames (or `maxBytes` of records), possibly none when the reader is at
     /// the durable end. Blocking; from async code use ``read(maxFrames:maxBytes:)``.
     public func next(maxFrames: Int = 64, maxBytes: Int = 8 << 20) throws -> [QueueBatch] {
-        var out: [QueueBatch] = []
-        var bytes = 0
-        while out.count < maxFrames && bytes < maxBytes {
-            guard let batch = try nextFrame() else { break }
-            bytes += batch.records.reduce(0) { $0 + $1.count }
-            out.append(batch)
+        try cursor.withLock { c in
+            var out: [QueueBatch] = []
+            var bytes = 0
+            while out.count < maxFrames && bytes < maxBytes {
+                guard let batch = try nextFrame(&c) else { break }
+                bytes += batch.records.reduce(0) { $0 + $1.count }
+                out.append(batch)
+            }
+            return out
         }
-        return out
     }
 
-    private func file(_ segment: UInt64) throws -> (Int32, String) {
+    private func file(_ segment: UInt64, _ c: inout Cursor) throws -> (Int32, String) {
         let path = queue.segmentPath(segment)
-        if fd >= 0 && fdSegment == segment { return (fd, path) }
-        if fd >= 0 { close(fd) }
-        fd = try FileIO.open(path, O_RDONLY)
-        fdSegment = segment
-        return (fd, path)
+        if c.fd >= 0 && c.fdSegment == segment { return (c.fd, path) }
+        if c.fd >= 0 { close(c.fd) }
+        c.fd = try FileIO.open(path, O_RDONLY)
+        c.fdSegment = segment
+        return (c.fd, path)
     }
 
-    private func nextFrame() throws -> QueueBatch? {
+    private func nextFrame(_ c: inout Cursor) throws -> QueueBatch? {
         while true {
             let (end, appendIndex) = queue.readLimits()
-            if position >= end { return nil }
+            if c.position >= end { return nil }
             let segmentEnd: Int
-            if position.segment == end.segment {
+            if c.position.segment == end.segment {
                 segmentEnd = end.offset
             } else {
-                let (fd, path) = try file(position.segment)
+                let (fd, path) = try file(c.position.segment, &c)
                 segmentEnd = try FileIO.size(fd, path: path)
             }
-            if position.offset >= segmentEnd {
+            if c.position.offset >= segmentEnd {
                 // The end of a sealed segment: go on in the next one.
-                guard let next = queue.nextSegment(after: position.segment) else { return nil }
-                position = QueuePosition(segment: next, offset: FrameFormat.segmentHeaderSize)
-                if let header = try queue.readSegmentHeader(next), header.firstIndex > nextIndex {
+                guard let next = queue.nextSegment(after: c.position.segment) else { return nil }
+                c.position = QueuePosition(segment: next, offset: FrameFormat.segmentHeaderSize)
+                if let header = try queue.readSegmentHeader(next), header.firstIndex > c.nextIndex {
                     // The previous segment's damaged end: its events are gone.
-                    try queue.readerFoundDamage(at: position, length: 0, events: header.firstIndex - nextIndex)
-                    nextIndex = header.firstIndex
+                    try queue.readerFoundDamage(at: c.position, length: 0, events: header.firstIndex - c.nextIndex)
+                    c.nextIndex = header.firstIndex
                 }
                 continue
             }
-            let (fd, path) = try file(position.segment)
-            var scanner = SegmentScanner(FileSegment(fd: fd, path: path), from: position.offset, to: segmentEnd)
+            let (fd, path) = try file(c.position.segment, &c)
+            var scanner = SegmentScanner(FileSegment(fd: fd, path: path), from: c.position.offset, to: segmentEnd)
             guard let item = try scanner.next() else { return nil }
             switch item {
             case .frame(let offset, let header):
-                if header.firstIndex > nextIndex {
+                if header.firstIndex > c.nextIndex {
                     // Valid frames with a gap between them: events were dropped (e.g. by salvage).
                     try queue.readerFoundDamage(
-                        at: .init(segment: position.segment, offset: offset), length: 0,
-                        events: header.firstIndex - nextIndex)
+                        at: .init(segment: c.position.segment, offset: offset), length: 0,
+                        events: header.firstIndex - c.nextIndex)
                 }
                 let payload = try FileIO.pread(
                     fd, count: Int(header.storedLength), at: offset + FrameFormat.frameHeaderSize, path: path)
@@ -109,38 +119,38 @@ public final class QueueReader: @unchecked Sendable {
                 }
                 guard let records = raw.withUnsafeBytes({ RecordBatch.decode($0, count: Int(header.count)) }) else {
                     // Checksums matched but the content does not: treat the frame as damaged.
-                    try queue.readerFoundDamage(at: position, length: header.frameSize, events: UInt64(header.count))
-                    position.offset = offset + header.frameSize
-                    nextIndex = header.endIndex
+                    try queue.readerFoundDamage(at: c.position, length: header.frameSize, events: UInt64(header.count))
+                    c.position.offset = offset + header.frameSize
+                    c.nextIndex = header.endIndex
                     continue
                 }
-                let start = position
-                position.offset = offset + header.frameSize
-                nextIndex = header.endIndex
+                let start = c.position
+                c.position.offset = offset + header.frameSize
+                c.nextIndex = header.endIndex
                 return QueueBatch(
                     firstIndex: header.firstIndex, records: records, oldestTimestamp: header.oldestTimestamp,
                     start: start,
-                    end: position)
+                    end: c.position)
             case .corrupt(let offset, let length, _, let next):
-                let lost = next.firstIndex > nextIndex ? next.firstIndex - nextIndex : 0
+                let lost = next.firstIndex > c.nextIndex ? next.firstIndex - c.nextIndex : 0
                 try queue.readerFoundDamage(
-                    at: .init(segment: position.segment, offset: offset), length: length, events: lost)
-                position.offset = offset + length
-                nextIndex = next.firstIndex
+                    at: .init(segment: c.position.segment, offset: offset), length: length, events: lost)
+                c.position.offset = offset + length
+                c.nextIndex = next.firstIndex
             case .tail(let offset, let length, let damaged, _):
                 // Damage up to the segment's end. The next segment's header (or the append index)
                 // says how many events it held.
                 let resume: UInt64
-                if let next = queue.nextSegment(after: position.segment), let h = try queue.readSegmentHeader(next) {
+                if let next = queue.nextSegment(after: c.position.segment), let h = try queue.readSegmentHeader(next) {
                     resume = h.firstIndex
                 } else {
                     resume = damaged?.endIndex ?? appendIndex
                 }
-                let lost = resume > nextIndex ? resume - nextIndex : 0
+                let lost = resume > c.nextIndex ? resume - c.nextIndex : 0
                 try queue.readerFoundDamage(
-                    at: .init(segment: position.segment, offset: offset), length: length, events: lost)
-                position.offset = segmentEnd
-                nextIndex = resume
+                    at: .init(segment: c.position.segment, offset: offset), length: length, events: lost)
+                c.position.offset = segmentEnd
+                c.nextIndex = resume
             }
         }
     }
