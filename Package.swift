@@ -101,6 +101,7 @@ let package = Package(
             name: "bcpipe",
             dependencies: [
                 "PostgresClient", "EventModel", "Topology", "Schema", "Lab", "ZstdCompression", "DiskQueue",
+                "EventRows",
                 "Collector", "Traffic", "Extractor", "Control", "Coordinator", "Demo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,15 +124,16 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
-                "EventModel", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab", "DiskQueue",
-                "Collector",
+                "EventModel", "EventRows", "Topology", "ZstdCompression", "GzipCompression", "Schema", "Lab",
+                "DiskQueue", "Collector",
                 "Traffic", "Extractor", "Control", "Coordinator", "Demo",
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "DiskQueue", "Collector", "Extractor",
+                "PostgresClient", "Lab", "Schema", "Topology", "EventModel", "EventRows", "DiskQueue", "Collector",
+                "Extractor",
                 "Control", "Coordinator", "Traffic", "ZstdCompression", "Demo",
             ]),
     ],

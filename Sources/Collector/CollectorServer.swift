@@ -1,6 +1,7 @@
 import Control
 import DiskQueue
 import EventModel
+import EventRows
 import Foundation
 import Hummingbird
 import Logging
@@ -24,12 +25,9 @@ public struct CollectorServer: Sendable {
         let queue = try DiskQueue(settings.queue, logger: logger)
         let registry = PrometheusCollectorRegistry()
         let state = CollectorState(registry: registry, collector: settings.name)
-        // The seqs accepted before a restart: the last durable frame's last event, parsed as the
-        // shipper parses every queued record.
-        if let last = queue.lastRecords?.last,
-            case .success(let event) = last.withUnsafeBytes({ EventParser().parseLine($0) })
-        {
-            state.restored(through: event.seq)
+        // The seqs accepted before a restart: the last durable frame's last event.
+        if let last = queue.lastRecords?.last, let summary = try? QueueRecord.summary(of: last) {
+            state.restored(through: summary.seq)
         }
         let ingest = Ingest(settings: settings, queue: queue, state: state)
         let shipper = Shipper(settings: settings, queue: queue, state: state, logger: logger)

@@ -71,23 +71,57 @@ public enum IDBWriter {
         public var maxTs: Int64
         /// Where the batch ends in the disk queue, and the index after its last event.
         public var end: (segment: UInt64, offset: Int)
+
+        init(source: String, capacity: Int, end: (segment: UInt64, offset: Int)) {
+            self.source = source
+            rows = []
+            rows.reserveCapacity(capacity * 200)
+            events = 0
+            maxSeq = .min
+            maxTs = .min
+            self.end = end
+        }
+
+        /// Counts one event of the batch (its row, if any, already in `rows`).
+        mutating func count(seq: Int64, tsMilliseconds: Int64) {
+            events += 1
+            maxSeq = Swift.max(maxSeq, seq)
+            maxTs = Swift.max(maxTs, tsMilliseconds)
+        }
     }
 
     /// Encodes one source's events; heartbeats only advance the checkpoint.
     public static func prepare(_ events: [Event], segment: UInt64, offset: Int) -> Prepared? {
         guard let source = events.first?.source else { return nil }
-        var p = Prepared(
-            source: source, rows: [], events: events.count, maxSeq: .min, maxTs: .min, end: (segment, offset))
-        p.rows.reserveCapacity(events.count * 200)
+        var p = Prepared(source: source, capacity: events.count, end: (segment, offset))
         var row = CopyRow()
         for e in events {
-            p.maxSeq = Swift.max(p.maxSeq, e.seq)
-            p.maxTs = Swift.max(p.maxTs, e.ts.millisecondsSinceEpoch)
+            p.count(seq: e.seq, tsMilliseconds: e.ts.millisecondsSinceEpoch)
             guard e.type != .heartbeat else { continue }
             encode(e, into: &row)
             p.rows += row.bytes
         }
         return p
+    }
+
+    /// Builds a batch of `source` from queued records (``QueueRecord``): format 2 rows are copied
+    /// as stored, without parsing the events again. A record that cannot be read is passed to
+    /// `unreadable` and left out; nil when no record could be read.
+    public static func prepare(
+        records: some Collection<[UInt8]>, source: String, segment: UInt64, offset: Int,
+        unreadable: (QueueRecordError) -> Void
+    ) -> Prepared? {
+        var p = Prepared(source: source, capacity: records.count, end: (segment, offset))
+        var scratch = CopyRow()
+        for record in records {
+            do {
+                let s = try QueueRecord.appendRow(of: record, to: &p.rows, scratch: &scratch)
+                p.count(seq: s.seq, tsMilliseconds: s.tsMilliseconds)
+            } catch {
+                unreadable(error)
+            }
+        }
+        return p.events == 0 ? nil : p
     }
 
     /// Ships a prepared batch in one transaction and records its position for `collector`.

@@ -1,7 +1,9 @@
 import DiskQueue
 import EventModel
+import EventRows
 import Foundation
 import GzipCompression
+import PostgresClient
 import Topology
 import ZstdCompression
 
@@ -124,11 +126,13 @@ struct Ingest: Sendable {
         var records: [[UInt8]] = []
         records.reserveCapacity(parsed.events.count)
         var oldest = Int64.max
+        // Each event goes into the queue as its IDB row: the shipper never parses it again.
+        var row = CopyRow()
         for (event, new) in zip(parsed.events, isNew) where new {
-            var line: [UInt8] = []
-            line.reserveCapacity(256)
-            event.appendJSON(to: &line)
-            records.append(line)
+            var record: [UInt8] = []
+            record.reserveCapacity(256)
+            QueueRecord.append(event, to: &record, row: &row)
+            records.append(record)
             oldest = min(oldest, event.ts.millisecondsSinceEpoch)
         }
         let duplicates = parsed.events.count - records.count

@@ -78,21 +78,20 @@ struct Shipper: Service {
         state.setLink(up: true)
         logger.info("shipping to the IDB", metadata: ["idb": "\(settings.idbSite)/\(settings.idbDatabase)"])
         let reader = queue.makeReader()
-        let parser = EventParser()
         // Reading and encoding the next batch overlaps the transaction of the current one.
-        var next = try await prepareNext(reader, parser)
+        var next = try await prepareNext(reader)
         while !(Task.isCancelled || Task.isShuttingDownGracefully) {
             guard let (batch, ackIndex) = next else {
                 updateQueueMetrics()
                 _ = await queue.waitForData(after: reader.position, timeout: 1)
                 // Keep the link checked while idle.
                 if queue.stats.events == 0 { try await conn.query("SELECT 1") }
-                next = try await prepareNext(reader, parser)
+                next = try await prepareNext(reader)
                 continue
             }
             let collector = settings.name
             async let shipping = IDBWriter.ship(batch, on: conn, collector: collector)
-            let following = try await prepareNext(reader, parser)
+            let following = try await prepareNext(reader)
             let shipped: IDBWriter.Shipped
             do {
                 shipped = try await shipping
@@ -109,34 +108,28 @@ struct Shipper: Service {
         }
     }
 
-    /// Reads up to one ship batch from the queue (on its I/O thread) and encodes it; nil when the
-    /// queue is empty.
-    private func prepareNext(_ reader: QueueReader, _ parser: EventParser) async throws -> (IDBWriter.Prepared, UInt64)?
-    {
+    /// Reads up to one ship batch from the queue (on its I/O thread) and takes its COPY rows as
+    /// the records hold them; nil when the queue is empty.
+    private func prepareNext(_ reader: QueueReader) async throws -> (IDBWriter.Prepared, UInt64)? {
         let batches: [QueueBatch]
         do {
             batches = try await reader.read(maxFrames: 1024, maxBytes: settings.shipBatchEvents * 256)
         } catch {
             throw ShipperError(.queue, "reading the disk queue at \(reader.position) failed", cause: error)
         }
-        guard let last = batches.last else { return nil }
-        var events: [Event] = []
-        events.reserveCapacity(batches.reduce(0) { $0 + $1.records.count })
-        for batch in batches {
-            for record in batch.records {
-                switch record.withUnsafeBytes({ parser.parseLine($0) }) {
-                case .success(let e): events.append(e)
-                case .failure(let f):
-                    logger.error(
-                        "a queued record no longer parses; skipped",
-                        metadata: ["position": "\(batch.start)", "reason": "\(f.reason)"])
-                }
-            }
+        guard let first = batches.first, let last = batches.last else { return nil }
+        let prepared = IDBWriter.prepare(
+            records: batches.flatMap(\.records), source: settings.source, segment: last.end.segment,
+            offset: last.end.offset
+        ) { failure in
+            logger.error(
+                "a queued record cannot be read; skipped",
+                metadata: ["frames": "\(first.start) to \(last.end)", "reason": "\(failure.reason)"])
         }
-        guard let prepared = IDBWriter.prepare(events, segment: last.end.segment, offset: last.end.offset) else {
+        guard let prepared else {
             // Nothing usable in these frames: acknowledge them so they are not read again.
             try await acknowledge(through: last.end, nextIndex: last.endIndex)
-            return try await prepareNext(reader, parser)
+            return try await prepareNext(reader)
         }
         return (prepared, last.endIndex)
     }

@@ -55,6 +55,12 @@ public struct Attributes: Sendable, Hashable, Sequence, ExpressibleByDictionaryL
 
     public func makeIterator() -> IndexingIterator<[Pair]> { pairs.makeIterator() }
 
+    /// Parses an attrs JSON object (`{"k":"v",…}`), checked as an event's attrs are.
+    public init(json: UnsafeRawBufferPointer) throws(LineFailure) {
+        var scanner = JSONScanner(json)
+        self = try scanner.readAttributesObject()
+    }
+
     /// The attributes as a dictionary.
     public var dictionary: [String: String] {
         Dictionary(uniqueKeysWithValues: pairs.map { ($0.key, $0.value) })

@@ -119,6 +119,16 @@ struct JSONScanner {
         return Int64(v)
     }
 
+    /// Reads a whole buffer that holds one `attrs` object (as a `jsonb` column or a queue record
+    /// carries it), with the same checks as inside an event.
+    mutating func readAttributesObject() throws(LineFailure) -> Attributes {
+        skipSpace()
+        let attrs = try readAttrs()
+        skipSpace()
+        if i != b.count { throw syntax("unexpected characters after the attrs object") }
+        return attrs
+    }
+
     private mutating func readAttrs() throws(LineFailure) -> Attributes {
         guard peek() == UInt8(ascii: "{") else { throw LineFailure("attrs", "must be an object of string values") }
         i += 1

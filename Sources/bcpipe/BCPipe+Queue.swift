@@ -1,5 +1,6 @@
 import ArgumentParser
 import DiskQueue
+import EventRows
 import Foundation
 
 extension BCPipe {
@@ -116,7 +117,11 @@ extension BCPipe.QueueCommand {
             try inspector.walk(fromCursor: !all) { finding, records in
                 guard case .frame = finding else { return }
                 for r in try records() {
-                    buffer += r
+                    do {
+                        try QueueRecord.appendNDJSON(of: r, to: &buffer)
+                    } catch {
+                        throw ValidationError("a queued record cannot be read as an event: \(error)")
+                    }
                     buffer.append(10)
                 }
                 if buffer.count > 1 << 20 {
