@@ -11,6 +11,14 @@ import Traffic
     import FoundationNetworking
 #endif
 
+/// The events a collector still holds in its disk queue (not yet committed in its IDB), from its
+/// `/v1/status`: a cheap poll that costs the IDB nothing.
+func queuedEvents(at base: String) async throws -> Int {
+    let (data, _) = try await URLSession.shared.data(from: URL(string: base + "/v1/status")!)
+    let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+    return (json?["queue"] as? [String: Any])?["events"] as? Int ?? -1
+}
+
 /// Collector figures on the lab over loopback: durable ingest with the IDB reachable and cut
 /// off, shipping (drain) throughput beside `psql \copy` of the same rows, ack latency at a
 /// paced 20,000 events/s, peak RSS. The collectors' figures are taken with the extractors
@@ -49,14 +57,9 @@ func benchCollector(events count: Int, workDir: String, basePort: Int) async thr
         }
         return Date().timeIntervalSince(t0)
     }
-    func queued(_ name: String) async throws -> Int {
-        let (data, _) = try await URLSession.shared.data(from: URL(string: url(name) + "/v1/status")!)
-        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-        return (json?["queue"] as? [String: Any])?["events"] as? Int ?? -1
-    }
     func waitDrained(_ name: String) async throws -> Double {
         let t0 = Date()
-        while try await queued(name) != 0 { try await Task.sleep(for: .milliseconds(50)) }
+        while try await queuedEvents(at: url(name)) != 0 { try await Task.sleep(for: .milliseconds(50)) }
         return Date().timeIntervalSince(t0)
     }
 

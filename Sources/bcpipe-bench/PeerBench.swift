@@ -163,8 +163,9 @@ private func bcpipePeerFigures(sender: String, workDir: String, basePort: Int, e
     let t0 = Date()
     try await postAll(up, to: url("site1-a"), poster: poster)
     let acked = Double(events) / Date().timeIntervalSince(t0)
-    try await waitForRows(idbA, seqs: 0..<Int64(events))
-    let ingest = Double(events) / Date().timeIntervalSince(t0)
+    let inIDB = try await waitForRows(idbA, via: url("site1-a"), seqs: 0..<Int64(events))
+    guard inIDB.present == events else { throw LabError("peer: site1-a's IDB holds \(inIDB.present) of \(events)") }
+    let ingest = Double(events) / inIDB.shippedAt.timeIntervalSince(t0)
 
     // Out of reach: site1-b's IDB is across the WAN; refuse the link.
     try lab.setLink("site1", "site2", .refuse)
@@ -174,8 +175,11 @@ private func bcpipePeerFigures(sender: String, workDir: String, basePort: Int, e
     let spill = Double(outageEvents) / Date().timeIntervalSince(s0)
     try lab.setLink("site1", "site2", .up)
     let d0 = Date()
-    try await waitForRows(idbB, seqs: 0..<Int64(outageEvents))
-    let drainSeconds = Date().timeIntervalSince(d0)
+    let drained = try await waitForRows(idbB, via: url("site1-b"), seqs: 0..<Int64(outageEvents))
+    guard drained.present == outageEvents else {
+        throw LabError("peer: site1-b's IDB holds \(drained.present) of \(outageEvents)")
+    }
+    let drainSeconds = drained.shippedAt.timeIntervalSince(d0)
 
     // SIGKILL while queueing: the link refused, the events acknowledged, the collector killed
     // at once, started again, the link back; what reaches the IDB within two minutes.
@@ -186,7 +190,9 @@ private func bcpipePeerFigures(sender: String, workDir: String, basePort: Int, e
     try lab.killProcess(.collector("site1-b"))
     try lab.restartStopped(quietBenchOptions(options))
     try lab.setLink("site1", "site2", .up)
-    let present = try await waitForRows(idbB, seqs: first..<(first + Int64(outageEvents)), patience: 120)
+    let present = try await waitForRows(
+        idbB, via: url("site1-b"), seqs: first..<(first + Int64(outageEvents)), patience: 120
+    ).present
     return PeerFigures(
         acked: acked, ingest: ingest, spill: spill, drain: Double(outageEvents) / drainSeconds,
         drainSeconds: drainSeconds, acknowledged: outageEvents, lost: outageEvents - present)
@@ -233,22 +239,24 @@ private func postAll(_ bodies: [[UInt8]], to base: String, poster: Poster) async
     }
 }
 
-/// Waits until the IDB holds every seq of `seqs` for site1/voice (or `patience` has passed);
-/// returns how many it holds.
-@discardableResult
-private func waitForRows(_ config: PostgresConfiguration, seqs: Range<Int64>, patience: Double = 600) async throws
-    -> Int
-{
+/// Waits until the collector at `base` has shipped its whole queue (its `/v1/status`, polled every
+/// 50 ms: a poll that costs the IDB nothing, as the harness's poll of `pg_stat_user_tables` costs
+/// rsyslog's database nothing) or `patience` has passed; then counts once which seqs of `seqs`
+/// the IDB holds for site1/voice. `shippedAt` is when the poll first saw the queue empty.
+private func waitForRows(
+    _ config: PostgresConfiguration, via base: String, seqs: Range<Int64>, patience: Double = 600
+) async throws -> (present: Int, shippedAt: Date) {
     let deadline = Date().addingTimeInterval(patience)
-    return try await PostgresConnection.with(config) { conn in
-        while true {
-            let n = try await conn.query(
-                "SELECT count(*) FROM idb.events WHERE source = 'site1/voice' AND seq >= $1 AND seq < $2",
-                [seqs.lowerBound, seqs.upperBound])[0].decode(0, as: Int.self)
-            if n == seqs.count || Date() > deadline { return n }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+    while Date() < deadline, (try? await queuedEvents(at: base)) != 0 {
+        try await Task.sleep(for: .milliseconds(50))
     }
+    let shippedAt = Date()
+    let present = try await PostgresConnection.with(config) { conn in
+        try await conn.query(
+            "SELECT count(*) FROM idb.events WHERE source = 'site1/voice' AND seq >= $1 AND seq < $2",
+            [seqs.lowerBound, seqs.upperBound])[0].decode(0, as: Int.self)
+    }
+    return (present, shippedAt)
 }
 
 /// `1000000` as `1 000 000`, as the rows write counts.
