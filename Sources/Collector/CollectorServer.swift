@@ -25,6 +25,7 @@ public struct CollectorServer: Sendable {
         let queue = try DiskQueue(settings.queue, logger: logger)
         let registry = PrometheusCollectorRegistry()
         let state = CollectorState(registry: registry, collector: settings.name)
+        state.metrics.queueMaxBytes.set(Double(settings.queue.maxBytes))
         // The seqs accepted before a restart: the last durable frame's last event.
         if let last = queue.lastRecords?.last, let summary = try? QueueRecord.summary(of: last) {
             state.restored(through: summary.seq)

@@ -133,6 +133,7 @@ struct CollectorMetrics: Sendable {
     let backpressure: Counter
     let repeatWaits: Counter
     let overload: Counter
+    let queueMaxBytes: Gauge
 
     init(registry: PrometheusCollectorRegistry, collector: String) {
         let l = [("collector", collector)]
@@ -168,5 +169,8 @@ struct CollectorMetrics: Sendable {
         overload = registry.makeCounter(
             name: "bcpipe_collector_overload_total", labels: l,
             help: "Requests answered 503 because too many were in flight.")
+        queueMaxBytes = registry.makeGauge(
+            name: "bcpipe_collector_queue_max_bytes", labels: l,
+            help: "The disk queue's bound (queue.max_bytes): past it appends are answered 503.")
     }
 }

@@ -30,6 +30,8 @@ public struct CoordinatorStatus: Codable, Sendable {
     public var replication: [Replication.SubscriberLag] = []
     /// Whether this (standby) mart subscribes to the active one.
     public var subscribed: Bool?
+    /// Purge holds set and not released, as this site's mart holds them.
+    public var purgeHolds: Int?
     public var checkedAt: String
 }
 
@@ -108,6 +110,7 @@ public final class CoordinatorServer: Sendable {
             let m = try await martConnection()
             mart = m
             s.control = try await ControlStore(m).load(journal: 20)
+            s.purgeHolds = try await ControlStore(m).purgeHolds().count
             s.martReachable = true
             try await keepReportingRole(m, s.control!)
         } catch {
@@ -232,6 +235,12 @@ public final class CoordinatorServer: Sendable {
             Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+        }
+        // Open like /healthz, for Prometheus: it holds no more than the status page's numbers.
+        router.get("/metrics") { [self] _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(bytes: CoordinatorMetrics.emit(status))))
         }
         router.add(middleware: TokenCheck(token: token))
         router.get("/v1/status") { [self] _, _ in

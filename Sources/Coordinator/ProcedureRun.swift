@@ -1,5 +1,6 @@
 import Control
 import Foundation
+import Logging
 import PostgresClient
 import Topology
 
@@ -101,6 +102,9 @@ struct ProcedureRun: Sendable {
     var doneMessage: @Sendable (DeploymentMachine.Plan) -> String
     /// Journaled with a new procedure: the guard that let it proceed and what was found.
     var safetyCheck: (status: String, found: String)?
+    /// Each step also goes to the log (with `--log-format json`, one object per step with
+    /// `procedure`, `step`, `epoch`), beside what `say` prints for the operator.
+    var logger = Logger(label: "bcpipe.procedure")
 
     /// Runs it. `observe` reads (and locks) the other marts the decision needs, after the
     /// journaling one.
@@ -168,6 +172,11 @@ struct ProcedureRun: Sendable {
             case .perform(let s, let effects):
                 precondition(s == step, "the machine's next step is \(s), the plan's \(step)")
                 say("\(label): \(step.what) …")
+                var context = logger
+                context[metadataKey: "procedure"] = "\(plan.kind.rawValue)"
+                context[metadataKey: "step"] = "\(step.rawValue)"
+                context[metadataKey: "epoch"] = "\(plan.epochTo)"
+                context.notice("procedure step started")
                 let started = Date()
                 var detail: [String: String] = [:]
                 for effect in effects {
@@ -178,7 +187,9 @@ struct ProcedureRun: Sendable {
                     step, procedure: machine.plan?.id ?? 0, epoch: plan.epochTo, actor: actor,
                     journalName: plan.journalName, detail: json)
                 machine.stepDone(step)
-                say("\(label): done in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+                let ms = Int(Date().timeIntervalSince(started) * 1000)
+                say("\(label): done in \(ms) ms")
+                context.notice("procedure step done", metadata: ["duration_ms": "\(ms)"])
                 if failpoint == "\(plan.kind.failpointName):after:\(step.rawValue)" {
                     kill(getpid(), SIGKILL)
                 }

@@ -19,11 +19,14 @@ extension BCPipe.CollectorCommand {
         )
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The collector's name in the topology.") var name: String
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()
             let settings = try CollectorSettings.from(topology: topology, name: name)
             var logger = Logger(label: "bcpipe.collector.\(name)")
+            logger[metadataKey: "collector"] = "\(name)"
+            logger[metadataKey: "source"] = "\(settings.source)"
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             logger.info(
@@ -32,7 +35,7 @@ extension BCPipe.CollectorCommand {
                     "listen": "\(settings.listen)", "idb": "\(settings.idbSite)/\(settings.idbDatabase)",
                     "queue": "\(settings.queue.directory)",
                 ])
-            try await CollectorServer(settings: settings, logger: logger).run()
+            try await CollectorServer(settings: settings, logger: logger).run(onReady: SystemdNotify().ready)
         }
     }
 }

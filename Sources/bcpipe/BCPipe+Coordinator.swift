@@ -28,17 +28,19 @@ extension BCPipe.CoordinatorCommand {
         )
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The site this coordinator runs for.") var site: String
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()
             var logger = Logger(label: "bcpipe.coordinator.\(site)")
+            logger[metadataKey: "site"] = "\(site)"
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             let server = try CoordinatorServer(
                 topology: topology, site: site, token: AccessToken.fromEnvironment("BCPIPE_COORDINATOR_TOKEN"),
                 logger: logger)
             logger.info("coordinator starting", metadata: ["site": "\(site)", "listen": "\(server.site.coordinator)"])
-            try await server.run()
+            try await server.run(onReady: SystemdNotify().ready)
         }
     }
 }
@@ -58,6 +60,7 @@ extension BCPipe.DR {
         @Option(help: "The site that failed.") var failedSite: String
         @Flag(help: "Confirm that the failed site is down, not merely unreachable.") var confirmSiteDown = false
         @Flag(help: "Check the safety rules and print the steps without changing anything.") var dryRun = false
+        @OptionGroup var logging: LoggingOptions
         @Flag(
             help:
                 "Go on when the topology's witnesses are configured but none answers (on your word that the site is down; journaled)."
@@ -92,6 +95,7 @@ extension BCPipe {
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The site whose mart reports (and, active-standby, is written) afterwards.") var to: String
         @Flag(help: "Check the rules and print the steps without changing anything.") var dryRun = false
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()
@@ -120,6 +124,7 @@ extension BCPipe.RTN {
         @Option(help: "The recovered or replacement site.") var site: String
         @Option(help: "The site whose mart reports after return to normal (now: the survivor).") var active: String
         @Flag(help: "Check the rules and print the steps without changing anything.") var dryRun = false
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()

@@ -20,6 +20,7 @@ extension BCPipe.ExtractorCommand {
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "The site whose mart this extractor writes.") var site: String
         @Option(help: "Serve /healthz and /metrics (source and IDB lags) on HOST:PORT.") var listen: String?
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()
@@ -28,6 +29,7 @@ extension BCPipe.ExtractorCommand {
             settings.dbUser = environment["BCPIPE_DB_USER"].flatMap { $0.isEmpty ? nil : $0 }
             settings.logPhases = environment["BCPIPE_EXTRACTOR_TIMING"] != nil
             var logger = Logger(label: "bcpipe.extractor.\(site)")
+            logger[metadataKey: "site"] = "\(site)"
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             logger.info("extractor starting", metadata: ["site": "\(site)", "idbs": "\(settings.idbs.count)"])
@@ -43,7 +45,8 @@ extension BCPipe.ExtractorCommand {
             try await Self.checkZones(settings, logger: logger)
             let extractor = Extractor(settings: settings, logger: logger)
             // SIGTERM ends the process between cycles' transactions; a SIGKILL mid-cycle rolls the cycle back.
-            try await ExtractorServer(extractor: extractor, listen: address, logger: logger).run()
+            let systemd = SystemdNotify()
+            try await ExtractorServer(extractor: extractor, listen: address, logger: logger).run(onReady: systemd.ready)
         }
 
         /// A topology whose `reporting.time_zones` PostgreSQL does not know is refused before the

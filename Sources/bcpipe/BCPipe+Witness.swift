@@ -27,6 +27,7 @@ extension BCPipe.WitnessCommand {
                 """)
         @OptionGroup var topologyOptions: TopologyOptions
         @Option(help: "host:port to listen on (default: the topology's first witness).") var listen: String?
+        @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             let topology = try topologyOptions.load()

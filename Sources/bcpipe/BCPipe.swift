@@ -23,11 +23,21 @@ struct BCPipe: AsyncParsableCommand {
     }
 
     static func main() async {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            let level = ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
-            handler.logLevel = level ?? .warning
-            return handler
+        let level = ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+        switch LogFormat.requested(in: CommandLine.arguments) {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level ?? .warning
+                return handler
+            }
+        case .json:
+            // A log shipper wants the notices too (each procedure step is one).
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level ?? .info
+                return handler
+            }
         }
         let command: ParsableCommand
         do {
