@@ -19,6 +19,8 @@ public struct LabState: Codable, Sendable, Equatable {
     /// The live traffic `lab up` was last asked for (events/s over all sources), so a site added
     /// later gets its share; nil in labs saved before it was recorded.
     public var traffic: Double?
+    /// The alert rules of the lab's Prometheus (`lab up --prometheus`), nil when it runs none.
+    public var prometheusRules: String?
 
     /// The most sites a lab's port plan has room for.
     public static let maxSites = 4
@@ -33,6 +35,8 @@ public struct LabState: Codable, Sendable, Equatable {
     public func coordinatorPort(_ site: Site) -> Int { basePort + 20 + site.index }
     /// Where the site's extractor serves /healthz and /metrics.
     public func extractorMetricsPort(_ site: Site) -> Int { basePort + 80 + site.index }
+    /// The lab's Prometheus (`lab up --prometheus`), at the observers' location.
+    public var prometheusPort: Int { basePort + 90 }
     /// Collector `j` (0 = `-a`, 1 = `-b`) of the source of site slot `index`.
     public func collectorPort(siteIndex: Int, member: Int) -> Int { basePort + 30 + 2 * (siteIndex - 1) + member }
     public func wanPostgresPort(from a: Site, to b: Site) -> Int { basePort + 40 + 4 * (a.index - 1) + (b.index - 1) }
@@ -43,6 +47,7 @@ public struct LabState: Codable, Sendable, Equatable {
     /// Every port the lab uses, with what it is for.
     public var ports: [(Int, String)] {
         var out: [(Int, String)] = [(witnessPort, "witness")]
+        if prometheusRules != nil { out.append((prometheusPort, "Prometheus")) }
         for s in sites {
             out.append((postgresPort(s), "\(s.name) PostgreSQL"))
             for t in sites where t.name != s.name {

@@ -26,6 +26,8 @@ public struct LocalLab: Sendable {
         public var extractorSites: Set<String>?
         /// Live traffic in events/s over all sources (0: none), from a generator at each site.
         public var traffic: Double = 0
+        /// Run a Prometheus scraping the lab with these alert rules (`deploy/prometheus/alerts.yml`).
+        public var prometheusRules: String?
         public init() {}
     }
 
@@ -72,6 +74,7 @@ public struct LocalLab: Sendable {
             state.stuckThreshold = options.stuckThreshold
             state.lateData = options.lateData
             state.traffic = options.traffic
+            state.prometheusRules = options.prometheusRules ?? existing.prometheusRules
         } else {
             guard options.basePort >= 1024, options.basePort + 100 < 32_768 else {
                 throw LabError(
@@ -83,6 +86,7 @@ public struct LocalLab: Sendable {
                 sites: [
                     .init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true),
                 ], traffic: options.traffic)
+            state.prometheusRules = options.prometheusRules
             try checkPortsFree(state, except: [])
         }
         try state.save(directory: directory)
@@ -90,6 +94,7 @@ public struct LocalLab: Sendable {
         for site in state.sites { try await startSite(state, site) }
         try startWAN(state)
         try startProcesses(state, options, sites: nil)
+        if let rules = state.prometheusRules { try startPrometheus(state, rules: rules) }
         return state
     }
 
@@ -115,6 +120,7 @@ public struct LocalLab: Sendable {
         o.stuckThreshold = state.stuckThreshold
         o.lateData = state.lateData
         o.traffic = state.traffic ?? 0
+        o.prometheusRules = state.prometheusRules
         return o
     }
 
@@ -256,7 +262,7 @@ public struct LocalLab: Sendable {
     /// name, for a lab started by another build of it) and PostgreSQL.
     var labExecutables: Set<String> {
         let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
-        return [executable, resolved, (executable as NSString).lastPathComponent, "postgres"]
+        return [executable, resolved, (executable as NSString).lastPathComponent, "postgres", "prometheus"]
     }
 
     /// Stops every process the lab started and waits until none is left. The data stays unless `remove`.
@@ -275,6 +281,7 @@ public struct LocalLab: Sendable {
         if let pid = readPID(wanPIDPath), isLabProcess(pid) { Processes.stop(pid, grace: 5) }
         try? FileManager.default.removeItem(atPath: wanPIDPath)
         try stopWitness()
+        stopPrometheus()
         for site in state.sites {
             stopSiteProcesses(site.name)
             try? server(state, site).stop()
@@ -481,6 +488,12 @@ public struct LocalLab: Sendable {
         let witnessUp = readPID(witnessPIDPath).map(Processes.isAlive) ?? false
         lines.append(
             "  witness 127.0.0.1:\(state.witnessPort) (observers' location): \(witnessUp ? "running" : "stopped")")
+        if state.prometheusRules != nil {
+            let up = readPID(prometheusPIDPath).map(Processes.isAlive) ?? false
+            lines.append(
+                "  Prometheus http://127.0.0.1:\(state.prometheusPort) (alerts: /alerts): \(up ? "running" : "stopped")"
+            )
+        }
         for (a, b, link) in try links() { lines.append("  link \(a) ↔ \(b): \(link.rawValue)") }
         return lines
     }

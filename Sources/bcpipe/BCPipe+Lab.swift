@@ -44,6 +44,11 @@ extension BCPipe.LabCommand {
             25_400
         @Option(help: "Live traffic, events/s over all sources, from a generator process at each site (0: none).")
         var traffic: Double = 0
+        @Flag(
+            help: "Also run a Prometheus scraping every lab process, with the alert rules loaded (needs `prometheus`).")
+        var prometheus = false
+        @Option(help: "The alert rules the lab's Prometheus loads.")
+        var prometheusRules = "deploy/prometheus/alerts.yml"
 
         func validate() throws {
             guard stuckThreshold >= 1 else { throw ValidationError("--stuck-threshold must be at least 1 second") }
@@ -59,6 +64,9 @@ extension BCPipe.LabCommand {
             options.lateData = lateData
             options.basePort = basePort
             options.traffic = traffic
+            if prometheus {
+                options.prometheusRules = URL(fileURLWithPath: prometheusRules).standardizedFileURL.path
+            }
             let lab = location.lab
             try await lab.up(options)
             for line in try lab.status() { print(line) }
