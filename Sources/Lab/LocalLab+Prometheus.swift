@@ -76,10 +76,11 @@ extension LocalLab {
                 "--web.listen-address=127.0.0.1:\(state.prometheusPort)", "--storage.tsdb.retention.time=1d",
             ], log: prometheusDirectory + "/prometheus.log")
         try "\(pid)\n".write(toFile: prometheusPIDPath, atomically: true, encoding: .utf8)
+        // Ready, not only listening: until its storage is open it answers 503 to every query.
         try waitUntil(
-            "Prometheus listens on \(state.prometheusPort) (see \(prometheusDirectory)/prometheus.log)", timeout: 60
+            "Prometheus is ready on \(state.prometheusPort) (see \(prometheusDirectory)/prometheus.log)", timeout: 60
         ) {
-            Processes.isListening(state.prometheusPort)
+            Processes.httpStatus(port: state.prometheusPort, path: "/-/ready") == 200
         }
     }
 

@@ -55,10 +55,22 @@ struct PrometheusLabTests {
         }
     }
 
+    /// Waits for `condition`; an error (Prometheus not answering yet) counts as "not yet" and is
+    /// reported if the deadline passes.
     static func waitUntil(_ what: String, timeout: Double, _ condition: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
-        while try await !condition() {
-            guard Date() < deadline else { throw LabError("timed out after \(Int(timeout)) s waiting until \(what)") }
+        var lastError: (any Error)?
+        while true {
+            do {
+                if try await condition() { return }
+            } catch {
+                lastError = error
+            }
+            guard Date() < deadline else {
+                throw LabError(
+                    "timed out after \(Int(timeout)) s waiting until \(what)\(lastError.map { " (last error: \($0))" } ?? "")"
+                )
+            }
             try await Task.sleep(for: .seconds(1))
         }
     }
