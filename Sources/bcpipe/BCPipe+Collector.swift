@@ -27,6 +27,9 @@ extension BCPipe.CollectorCommand {
             var logger = Logger(label: "bcpipe.collector.\(name)")
             logger[metadataKey: "collector"] = "\(name)"
             logger[metadataKey: "source"] = "\(settings.source)"
+            if let site = topology.sources.first(where: { $0.name == settings.source })?.site {
+                logger[metadataKey: "site"] = "\(site)"
+            }
             logger.logLevel =
                 ProcessInfo.processInfo.environment["BCPIPE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
             logger.info(

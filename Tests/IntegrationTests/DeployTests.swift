@@ -145,6 +145,7 @@ struct DeployTests {
         let warning = try #require(lines.first { $0["level"] as? String == "warning" }, "\(text)")
         #expect(warning["component"] as? String == "bcpipe.collector.site1-a")
         #expect(warning["collector"] as? String == "site1-a")
+        #expect(warning["site"] as? String == "site1", "the site its source is at")
         #expect((warning["message"] as? String)?.contains("IDB unreachable") == true, "\(warning)")
         #expect(warning["ts"] is String)
         kill(pid, SIGTERM)
