@@ -57,7 +57,10 @@ struct JSONLogHandler: LogHandler {
         for (key, value) in all {
             fields[fields[key] == nil ? key : "meta_" + key] = Self.json(value)
         }
-        guard var data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        guard
+            var data = try? JSONSerialization.data(
+                withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return }
         data.append(10)
         data.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
     }
