@@ -395,20 +395,24 @@ struct CollectorTests {
         defer { try? FileManager.default.removeItem(atPath: body) }
         try ndjson("site2/voice", Self.freshBase()..<(Self.freshBase() + 2000)).write(to: URL(fileURLWithPath: body))
         // Four uploads at 1 kB/s: each holds a request slot for minutes.
-        var slow: [pid_t] = []
-        defer { for pid in slow { kill(pid, SIGKILL) } }
-        for _ in 0..<4 {
-            slow.append(
-                try Processes.spawnDetached(
-                    [
-                        "/usr/bin/curl", "-s", "-o", "/dev/null", "--limit-rate", "1k", "-H",
-                        "Content-Type: application/x-ndjson", "-H", "Authorization: Bearer \(Self.token)",
-                        "--data-binary", "@" + body, client.url + "/v1/events",
-                    ], log: "/dev/null"))
+        func slowUpload() throws -> pid_t {
+            try Processes.spawnDetached(
+                [
+                    "/usr/bin/curl", "-s", "-o", "/dev/null", "--limit-rate", "1k", "-H",
+                    "Content-Type: application/x-ndjson", "-H", "Authorization: Bearer \(Self.token)",
+                    "--data-binary", "@" + body, client.url + "/v1/events",
+                ], log: "/dev/null")
         }
+        var slow = try (0..<4).map { _ in try slowUpload() }
+        defer { for pid in slow { kill(pid, SIGKILL) } }
         var refused: IngestClient.Answer?
         let probe = Self.freshBase()
         try await Self.waitUntil("a fifth request is refused while four are in hand", timeout: 30) {
+            // A probe that reaches the collector before the fourth upload takes the last slot,
+            // and that upload is refused and ends: start it again, and probe once all four hold on.
+            for (i, pid) in slow.enumerated() where !Processes.isAlive(pid) { slow[i] = try slowUpload() }
+            try await Task.sleep(for: .milliseconds(300))
+            guard slow.allSatisfy(Processes.isAlive) else { return false }
             let a = try await client.post(ndjson("site2/voice", probe..<(probe + 1)))
             if a.status == 503 { refused = a }
             return a.status == 503
