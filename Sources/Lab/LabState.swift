@@ -21,6 +21,9 @@ public struct LabState: Codable, Sendable, Equatable {
     public var traffic: Double?
     /// The alert rules of the lab's Prometheus (`lab up --prometheus`), nil when it runs none.
     public var prometheusRules: String?
+    /// Where the collectors' queues live (a directory on another filesystem than the lab's), nil
+    /// for the lab's own `var/`.
+    public var queueRoot: String?
 
     /// The most sites a lab's port plan has room for.
     public static let maxSites = 4
@@ -107,7 +110,7 @@ public struct LabState: Codable, Sendable, Equatable {
                             database: "idb_\(s.name)_\(member == 0 ? "a" : "b")".replacingOccurrences(
                                 of: "-", with: "_")),
                         listen: HostPort(host: "127.0.0.1", port: collectorPort(siteIndex: s.index, member: member)),
-                        queueDir: directory + "/var/\(name)"))
+                        queueDir: (queueRoot ?? directory + "/var") + "/\(name)"))
             }
         }
         // Every site has a mart and an extractor; a site added later (a replacement) starts as a

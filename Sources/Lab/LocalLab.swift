@@ -28,6 +28,9 @@ public struct LocalLab: Sendable {
         public var traffic: Double = 0
         /// Run a Prometheus scraping the lab with these alert rules (`deploy/prometheus/alerts.yml`).
         public var prometheusRules: String?
+        /// Put the collectors' queues under this directory instead of the lab's (a benchmark
+        /// that keeps the queues on a disk of their own); set when the lab is created.
+        public var queueRoot: String?
         public init() {}
     }
 
@@ -87,6 +90,7 @@ public struct LocalLab: Sendable {
                     .init(name: "site1", index: 1, hasSources: true), .init(name: "site2", index: 2, hasSources: true),
                 ], traffic: options.traffic)
             state.prometheusRules = options.prometheusRules
+            state.queueRoot = options.queueRoot
             try checkPortsFree(state, except: [])
         }
         try state.save(directory: directory)
@@ -302,6 +306,7 @@ public struct LocalLab: Sendable {
             // A queue disk of its own (the chaos run's disk-full fault) kept by `--keep`.
             for mountPoint in mounts(under: directory) { _ = try? Processes.run(["/bin/umount", "-l", mountPoint]) }
             try? FileManager.default.removeItem(atPath: directory)
+            if let queues = state.queueRoot { try? FileManager.default.removeItem(atPath: queues) }
         }
     }
 
