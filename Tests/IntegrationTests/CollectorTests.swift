@@ -141,11 +141,7 @@ struct CollectorTests {
     }
 
     static func waitUntil(_ what: String, timeout: Double = 60, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while try await !condition() {
-            guard Date() < deadline else { throw LabError("timed out waiting until \(what)") }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        try await IntegrationTests.waitUntil(what, timeout: timeout, condition)
     }
 
     static func drained(_ client: IngestClient) async throws -> Bool {
@@ -411,8 +407,6 @@ struct CollectorTests {
             // A probe that reaches the collector before the fourth upload takes the last slot,
             // and that upload is refused and ends: start it again, and probe once all four hold on.
             for (i, pid) in slow.enumerated() where !Processes.isAlive(pid) { slow[i] = try slowUpload() }
-            try await Task.sleep(for: .milliseconds(300))
-            guard slow.allSatisfy(Processes.isAlive) else { return false }
             let a = try await client.post(ndjson("site2/voice", probe..<(probe + 1)))
             if a.status == 503 { refused = a }
             return a.status == 503

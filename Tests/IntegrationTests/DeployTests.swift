@@ -126,20 +126,16 @@ struct DeployTests {
         #expect(message.contains("READY=1"), "\(message)")
         #expect(Processes.isListening(port + 5), "ready means listening")
         // Its IDB does not answer: the shipper's warning is logged, as JSON.
-        let deadline = Date().addingTimeInterval(30)
-        var lines: [[String: Any]] = []
-        while Date() < deadline {
+        func logged() -> [[String: Any]] {
             let text = (try? String(contentsOfFile: stderr, encoding: .utf8)) ?? ""
-            lines = text.split(separator: "\n").compactMap {
+            return text.split(separator: "\n").compactMap {
                 (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
             }
-            if text.split(separator: "\n").count == lines.count,
-                lines.contains(where: { $0["level"] as? String == "warning" })
-            {
-                break
-            }
-            try await Task.sleep(for: .milliseconds(200))
         }
+        try await waitUntil("the collector logs that its IDB is unreachable", timeout: 30) {
+            logged().contains { $0["level"] as? String == "warning" }
+        }
+        let lines = logged()
         let text = try String(contentsOfFile: stderr, encoding: .utf8)
         #expect(text.split(separator: "\n").count == lines.count, "every line is one JSON object: \(text)")
         let warning = try #require(lines.first { $0["level"] as? String == "warning" }, "\(text)")
@@ -149,9 +145,8 @@ struct DeployTests {
         #expect((warning["message"] as? String)?.contains("IDB unreachable") == true, "\(warning)")
         #expect(warning["ts"] is String)
         kill(pid, SIGTERM)
-        let stopped = Date().addingTimeInterval(30)
-        while Processes.isAlive(pid), Date() < stopped { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(!Processes.isAlive(pid), "SIGTERM stops it within TimeoutStopSec")
+        // SIGTERM stops it within TimeoutStopSec.
+        try await waitUntil("the collector exits after SIGTERM", timeout: 30, every: 0.1) { !Processes.isAlive(pid) }
     }
 }
 

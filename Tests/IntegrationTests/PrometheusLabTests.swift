@@ -55,24 +55,9 @@ struct PrometheusLabTests {
         }
     }
 
-    /// Waits for `condition`; an error (Prometheus not answering yet) counts as "not yet" and is
-    /// reported if the deadline passes.
+    /// Prometheus is polled every second; an answer it cannot give yet counts as "not yet".
     static func waitUntil(_ what: String, timeout: Double, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        var lastError: (any Error)?
-        while true {
-            do {
-                if try await condition() { return }
-            } catch {
-                lastError = error
-            }
-            guard Date() < deadline else {
-                throw LabError(
-                    "timed out after \(Int(timeout)) s waiting until \(what)\(lastError.map { " (last error: \($0))" } ?? "")"
-                )
-            }
-            try await Task.sleep(for: .seconds(1))
-        }
+        try await IntegrationTests.waitUntil(what, timeout: timeout, every: 1, retryingErrors: true, condition)
     }
 
     /// The `bcpipe_*` metric names a file mentions.

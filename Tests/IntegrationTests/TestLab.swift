@@ -138,3 +138,27 @@ enum TestSeed {
         return seed
     }
 }
+
+/// Waits until `condition` holds, checking every `every` seconds, and throws (naming `what`) once
+/// `timeout` has passed. With `retryingErrors`, an error (a server not answering yet) counts as
+/// "not yet" and is named at the deadline; otherwise it ends the wait at once.
+func waitUntil(
+    _ what: String, timeout: Double, every: Double = 0.2, retryingErrors: Bool = false,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    var lastError: (any Error)?
+    while true {
+        do {
+            if try await condition() { return }
+        } catch  where retryingErrors {
+            lastError = error
+        }
+        guard Date() < deadline else {
+            throw LabError(
+                "timed out after \(Int(timeout)) s waiting until \(what)\(lastError.map { " (last error: \($0))" } ?? "")"
+            )
+        }
+        try await Task.sleep(for: .seconds(every))
+    }
+}
