@@ -25,6 +25,14 @@ import Traffic
             interaction: "x", media: .chat, direction: .internal, reason: "", attrs: ["": ""]),
     ]
 
+    /// The format 2 record of `e`, as the collector queues it.
+    static func record(_ e: Event) -> [UInt8] {
+        var row = CopyRow()
+        var record: [UInt8] = []
+        QueueRecord.append(e, to: &record, row: &row)
+        return record
+    }
+
     static func events() -> [Event] {
         awkward
             + Array(
@@ -40,8 +48,7 @@ import Traffic
         var scratch = CopyRow()
         var row = CopyRow()
         for e in Self.events() {
-            var record: [UInt8] = []
-            QueueRecord.append(e, to: &record, row: &row)
+            let record = Self.record(e)
             let summary = try QueueRecord.appendRow(of: record, to: &rows, scratch: &scratch)
             #expect(summary.seq == e.seq)
             #expect(summary.tsMilliseconds == e.ts.millisecondsSinceEpoch)
@@ -58,10 +65,8 @@ import Traffic
     /// Catches `bcpipe queue dump` printing anything but the event that was accepted: every
     /// field, escape and attr read back from the row equals the event's canonical NDJSON.
     @Test func dumpReadsTheEventBackFromItsRow() throws {
-        var row = CopyRow()
         for e in Self.events() {
-            var record: [UInt8] = []
-            QueueRecord.append(e, to: &record, row: &row)
+            let record = Self.record(e)
             #expect(try QueueRecord.event(of: record) == e)
             var line: [UInt8] = []
             try QueueRecord.appendNDJSON(of: record, to: &line)
@@ -75,12 +80,10 @@ import Traffic
         var legacyRows: [UInt8] = []
         var rows: [UInt8] = []
         var scratch = CopyRow()
-        var row = CopyRow()
         for e in Self.events() {
             var legacy: [UInt8] = []
             e.appendJSON(to: &legacy)
-            var record: [UInt8] = []
-            QueueRecord.append(e, to: &record, row: &row)
+            let record = Self.record(e)
             let a = try QueueRecord.appendRow(of: legacy, to: &legacyRows, scratch: &scratch)
             let b = try QueueRecord.appendRow(of: record, to: &rows, scratch: &scratch)
             #expect(a == b)
@@ -94,9 +97,7 @@ import Traffic
     /// Catches a damaged or foreign record being shipped as a row: the batch builder leaves it
     /// out, reports it, and keeps the readable records around it.
     @Test func unreadableRecordsAreReportedAndLeftOut() throws {
-        var row = CopyRow()
-        var good: [UInt8] = []
-        QueueRecord.append(Self.awkward[0], to: &good, row: &row)
+        let good = Self.record(Self.awkward[0])
         var badAttrs = good
         badAttrs[badAttrs.count - 2] = UInt8(ascii: "x")  // the attrs' closing brace
         let cut = Array(good.prefix(12))
