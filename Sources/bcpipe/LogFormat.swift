@@ -1,4 +1,5 @@
 import ArgumentParser
+import EventModel
 import Foundation
 import Logging
 
@@ -48,7 +49,8 @@ struct JSONLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         var fields: [String: Any] = [
-            "ts": Self.timestamp(Date()), "level": event.level.rawValue, "component": label,
+            "ts": Timestamp(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)).rfc3339,
+            "level": event.level.rawValue, "component": label,
             "message": event.message.description,
         ]
         var all = metadata
@@ -72,11 +74,5 @@ struct JSONLogHandler: LogHandler {
         case .array(let a): a.map(json)
         case .dictionary(let d): d.mapValues(json)
         }
-    }
-
-    private static func timestamp(_ date: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: date)
     }
 }
